@@ -1,0 +1,15 @@
+module driftless.dev/synchronizer
+
+go 1.26.0
+
+require (
+	driftless.dev/shared v0.0.0
+	github.com/spf13/cobra v1.10.2
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
+)
+
+replace driftless.dev/shared => ../shared
