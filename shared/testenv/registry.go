@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,6 +104,12 @@ func StartRegistry(ctx context.Context, opts RegistryOptions) (_ *Registry, err 
 		port = ps[0]
 	}
 	r.Host = hostPort(port)
+	if opts.TLS {
+		// go-containerregistry assumes plain HTTP for 127.0.0.1 and rejects
+		// https pagination links there; any other loopback address is
+		// treated as the TLS registry it is.
+		r.Host = net.JoinHostPort("127.0.0.2", strconv.Itoa(port))
+	}
 	cfg, err := r.writeConfig(opts)
 	if err != nil {
 		return nil, err
@@ -144,7 +152,7 @@ func (r *Registry) writeConfig(opts RegistryOptions) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("registry: %w", err)
 		}
-		cert, key, err := ca.issue("registry", nil, "127.0.0.1", "localhost")
+		cert, key, err := ca.issue("registry", nil, "127.0.0.1", "127.0.0.2", "localhost")
 		if err != nil {
 			return "", fmt.Errorf("registry: %w", err)
 		}

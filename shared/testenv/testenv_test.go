@@ -301,9 +301,13 @@ func TestGitServerRoundTrip(t *testing.T) {
 	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
 		t.Fatal(err)
 	}
+	local, err := repo.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
 	push := func(a *githttp.BasicAuth) error {
 		return repo.PushContext(ctx, &git.PushOptions{RemoteName: "origin", Auth: a,
-			RefSpecs: []config.RefSpec{"HEAD:refs/heads/main"}})
+			RefSpecs: []config.RefSpec{config.RefSpec(local.Name() + ":refs/heads/main")}})
 	}
 	if err := push(nil); err == nil || !strings.Contains(err.Error(), "authentication required") {
 		t.Fatalf("push without credentials: got %v, want authentication required", err)
@@ -383,4 +387,38 @@ func TestStartFailuresSayWhatAndWhy(t *testing.T) {
 			t.Fatalf("got %v, want a not-ready ComponentError for the registry", err)
 		}
 	})
+}
+
+func TestTwoClustersSideBySide(t *testing.T) {
+	var clusters [2]*testenv.Cluster
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range clusters {
+		// Started at the same time, as a multi-cluster test would.
+		wg.Go(func() {
+			clusters[i], errs[i] = testenv.StartCluster(t.Context(), testenv.ClusterOptions{Dir: t.TempDir()})
+		})
+	}
+	wg.Wait()
+	for i, c := range clusters {
+		if c != nil {
+			t.Cleanup(c.Stop)
+		}
+		if errs[i] != nil {
+			t.Fatalf("start cluster %d: %v", i, errs[i])
+		}
+	}
+	if clusters[0].Config.Host == clusters[1].Config.Host {
+		t.Fatalf("both clusters at %s", clusters[0].Config.Host)
+	}
+	ctx := t.Context()
+	one := kubernetes.NewForConfigOrDie(clusters[0].Config)
+	two := kubernetes.NewForConfigOrDie(clusters[1].Config)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "only-in-one", Namespace: "default"}}
+	if _, err := one.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := two.CoreV1().ConfigMaps("default").Get(ctx, "only-in-one", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the second cluster sees the first one's ConfigMap: %v", err)
+	}
 }
