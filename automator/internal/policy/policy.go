@@ -1,0 +1,404 @@
+// Package policy reads ImagePolicy documents and chooses the newest image
+// tag each one allows.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/google/go-containerregistry/pkg/name"
+	"go.yaml.in/yaml/v3"
+)
+
+// APIVersion and Kind identify an ImagePolicy document.
+const (
+	APIVersion = "driftless.dev/v1alpha1"
+	Kind       = "ImagePolicy"
+)
+
+// DefaultInterval is how often a policy is scanned when it names no interval.
+const DefaultInterval = 5 * time.Minute
+
+// ImagePolicy says which tags of one image repository may be deployed and
+// how they rank. The format is documented in docs/policy.md.
+type ImagePolicy struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Kind       string   `yaml:"kind"`
+	Metadata   Metadata `yaml:"metadata"`
+	Spec       Spec     `yaml:"spec"`
+
+	// Source is the file the policy was read from, for messages.
+	Source string `yaml:"-"`
+
+	rangeC   *semver.Constraints
+	filter   *regexp.Regexp
+	excludes []*regexp.Regexp
+	interval time.Duration
+	repo     name.Repository
+}
+
+// Metadata names a policy. Markers refer to it as "namespace:name", or
+// "name" when it has no namespace.
+type Metadata struct {
+	Name      string `yaml:"name"`
+	Namespace string `yaml:"namespace,omitempty"`
+}
+
+// Spec is what a policy asks for.
+type Spec struct {
+	// Image is the repository, without tag: "ghcr.io/org/app",
+	// "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app".
+	Image string `yaml:"image"`
+	// Interval between scans, a Go duration ("1m", "5m"). Default 5m.
+	Interval string `yaml:"interval,omitempty"`
+	// Policy is the ordering; exactly one of its fields is set.
+	Policy Ordering `yaml:"policy"`
+	// FilterTags keeps only tags matching Pattern and ranks them by Extract.
+	FilterTags *FilterTags `yaml:"filterTags,omitempty"`
+	// Exclude drops tags matching any of these regular expressions.
+	Exclude []string `yaml:"exclude,omitempty"`
+	// Auth says how to authenticate to the registry. Default: anonymous.
+	Auth Auth `yaml:"auth,omitempty"`
+	// DigestPinning writes "tag@sha256:..." so a moved tag cannot change
+	// what runs.
+	DigestPinning bool `yaml:"digestPinning,omitempty"`
+	// AllowDowngrade lets the chosen tag rank below the one in Git. Off by
+	// default: a deleted tag or a narrowed range never moves a cluster back.
+	AllowDowngrade bool `yaml:"allowDowngrade,omitempty"`
+}
+
+// Ordering ranks the tags that pass the filters.
+type Ordering struct {
+	SemVer       *SemVer `yaml:"semver,omitempty"`
+	Alphabetical *Order  `yaml:"alphabetical,omitempty"`
+	Numerical    *Order  `yaml:"numerical,omitempty"`
+}
+
+// SemVer ranks by semantic version within a range.
+type SemVer struct {
+	// Range is a Masterminds range: ">=1.0.0 <2.0.0", "^1.2", "~1.2.3",
+	// "1.x", ">=1.0.0-0" (the -0 admits pre-releases).
+	Range string `yaml:"range"`
+	// Prereleases admits pre-release versions (1.2.0-rc.1) that the range
+	// would otherwise exclude. Default false.
+	Prereleases bool `yaml:"prereleases,omitempty"`
+}
+
+// Order is asc (the highest wins) or desc (the lowest wins), as in Flux.
+type Order struct {
+	Order string `yaml:"order,omitempty"`
+}
+
+// FilterTags keeps tags matching Pattern and ranks each by Extract, a
+// template over the pattern's groups ("$ts", "${version}").
+type FilterTags struct {
+	Pattern string `yaml:"pattern"`
+	Extract string `yaml:"extract,omitempty"`
+}
+
+// Auth providers.
+const (
+	AuthNone         = "none"
+	AuthAWS          = "aws"
+	AuthDockerConfig = "dockerconfig"
+)
+
+// Auth says how the registry is reached.
+type Auth struct {
+	// Provider: "none" (default), "aws" (ECR through the AWS SDK's
+	// credential chain) or "dockerconfig" (a docker config.json, such as a
+	// mounted image pull secret).
+	Provider string `yaml:"provider,omitempty"`
+	// DockerConfig is the path of the config.json for "dockerconfig";
+	// relative paths are taken from the automator's --docker-config-dir.
+	DockerConfig string `yaml:"dockerConfig,omitempty"`
+	// RoleARN, for "aws", is a role to assume (cross-account ECR).
+	RoleARN string `yaml:"roleARN,omitempty"`
+}
+
+// Key is how markers refer to the policy: "namespace:name" or "name".
+func (p *ImagePolicy) Key() string {
+	if p.Metadata.Namespace == "" {
+		return p.Metadata.Name
+	}
+	return p.Metadata.Namespace + ":" + p.Metadata.Name
+}
+
+// Repository is the parsed image repository.
+func (p *ImagePolicy) Repository() name.Repository { return p.repo }
+
+// ScanInterval is the parsed interval.
+func (p *ImagePolicy) ScanInterval() time.Duration { return p.interval }
+
+// FieldError is a problem with one field of one policy file.
+type FieldError struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+}
+
+// Parse reads every ImagePolicy in data, a file of one or more YAML
+// documents; documents of other kinds are ignored. It returns the valid
+// policies and one error per bad one (joined), so a bad policy never hides
+// the good ones.
+func Parse(file string, data []byte) ([]*ImagePolicy, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []*ImagePolicy
+	var errs []error
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// The rest of the file cannot be read past a syntax error.
+			errs = append(errs, &FieldError{File: file, Msg: "malformed YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
+			break
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		if kindOf(root) != Kind {
+			continue
+		}
+		p, err := decode(file, root)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, errors.Join(errs...)
+}
+
+func kindOf(n *yaml.Node) string {
+	if v := lookup(n, "kind"); v != nil {
+		return v.Value
+	}
+	return ""
+}
+
+func decode(file string, root *yaml.Node) (*ImagePolicy, error) {
+	// Strict decoding through a re-encode: yaml.Node.Decode has no
+	// KnownFields, and a misspelt field must not be silently ignored.
+	b, err := yaml.Marshal(root)
+	if err != nil {
+		return nil, &FieldError{File: file, Line: root.Line, Msg: err.Error()}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	p := &ImagePolicy{Source: file}
+	if err := dec.Decode(p); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		// Line numbers refer to the re-encoded document; name the
+		// document's first line instead, plus the decoder's words.
+		msg = regexp.MustCompile(`line \d+: `).ReplaceAllString(msg, "")
+		return nil, &FieldError{File: file, Line: root.Line, Msg: "ImagePolicy: " + msg}
+	}
+	if err := p.validate(root); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// validate checks every field and compiles what Select needs. It reports
+// all problems of the policy at once, each with its field and line.
+func (p *ImagePolicy) validate(root *yaml.Node) error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{File: p.Source, Line: lineOf(root, path), Field: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if p.APIVersion != APIVersion {
+		bad("apiVersion", "got %q, want %q", p.APIVersion, APIVersion)
+	}
+	if p.Metadata.Name == "" {
+		bad("metadata.name", "required")
+	} else if strings.ContainsAny(p.Metadata.Name, ": ") {
+		bad("metadata.name", "%q: must not contain ':' or spaces", p.Metadata.Name)
+	}
+	if strings.ContainsAny(p.Metadata.Namespace, ": ") {
+		bad("metadata.namespace", "%q: must not contain ':' or spaces", p.Metadata.Namespace)
+	}
+	if p.Spec.Image == "" {
+		bad("spec.image", "required: the image repository, such as ghcr.io/org/app")
+	} else if strings.ContainsAny(p.Spec.Image, "@") || tagged(p.Spec.Image) {
+		bad("spec.image", "%q: name the repository without a tag or digest", p.Spec.Image)
+	} else if repo, err := name.NewRepository(p.Spec.Image); err != nil {
+		bad("spec.image", "%q is not an image repository: %v", p.Spec.Image, err)
+	} else {
+		p.repo = repo
+	}
+	p.interval = DefaultInterval
+	if p.Spec.Interval != "" {
+		d, err := time.ParseDuration(p.Spec.Interval)
+		switch {
+		case err != nil:
+			bad("spec.interval", "%q is not a duration such as 1m or 5m", p.Spec.Interval)
+		case d < time.Second:
+			bad("spec.interval", "%s is too short: at least 1s", d)
+		default:
+			p.interval = d
+		}
+	}
+	o := p.Spec.Policy
+	set := 0
+	for _, isSet := range []bool{o.SemVer != nil, o.Alphabetical != nil, o.Numerical != nil} {
+		if isSet {
+			set++
+		}
+	}
+	if set != 1 {
+		bad("spec.policy", "set exactly one of semver, alphabetical, numerical (got %d)", set)
+	}
+	if o.SemVer != nil {
+		if o.SemVer.Range == "" {
+			bad("spec.policy.semver.range", "required: a semver range such as \">=1.0.0 <2.0.0\" or \"^1.2\"")
+		} else if c, err := semver.NewConstraint(o.SemVer.Range); err != nil {
+			bad("spec.policy.semver.range", "%q is not a semver range: %v", o.SemVer.Range, err)
+		} else {
+			c.IncludePrerelease = o.SemVer.Prereleases
+			p.rangeC = c
+		}
+	}
+	for path, ord := range map[string]*Order{"spec.policy.alphabetical.order": o.Alphabetical, "spec.policy.numerical.order": o.Numerical} {
+		if ord != nil && ord.Order != "" && ord.Order != "asc" && ord.Order != "desc" {
+			bad(path, "%q: want asc or desc", ord.Order)
+		}
+	}
+	if f := p.Spec.FilterTags; f != nil {
+		re, err := regexp.Compile(f.Pattern)
+		switch {
+		case f.Pattern == "":
+			bad("spec.filterTags.pattern", "required when filterTags is set")
+		case err != nil:
+			bad("spec.filterTags.pattern", "not a regular expression: %v", err)
+		default:
+			p.filter = re
+			if err := checkTemplate(re, f.Extract); err != nil {
+				bad("spec.filterTags.extract", "%v", err)
+			}
+		}
+	}
+	for i, x := range p.Spec.Exclude {
+		re, err := regexp.Compile(x)
+		if err != nil {
+			bad(fmt.Sprintf("spec.exclude[%d]", i), "not a regular expression: %v", err)
+			continue
+		}
+		p.excludes = append(p.excludes, re)
+	}
+	switch p.Spec.Auth.Provider {
+	case "", AuthNone:
+	case AuthAWS:
+		if p.repo.RegistryStr() != "" && !IsECR(p.repo.RegistryStr()) {
+			bad("spec.auth.provider", "aws works for ECR registries (*.dkr.ecr.<region>.amazonaws.com), not %s", p.repo.RegistryStr())
+		}
+	case AuthDockerConfig:
+		if p.Spec.Auth.DockerConfig == "" {
+			bad("spec.auth.dockerConfig", "required for provider dockerconfig: the path of a docker config.json")
+		}
+	default:
+		bad("spec.auth.provider", "%q: want none, aws or dockerconfig", p.Spec.Auth.Provider)
+	}
+	return errors.Join(errs...)
+}
+
+// tagged reports whether image ends in a :tag (a colon after the last slash).
+func tagged(image string) bool {
+	i := strings.LastIndex(image, "/")
+	return strings.Contains(image[i+1:], ":")
+}
+
+// checkTemplate makes sure every $name in extract is a group of re.
+func checkTemplate(re *regexp.Regexp, extract string) error {
+	if extract == "" {
+		return nil
+	}
+	groups := map[string]bool{}
+	for i, n := range re.SubexpNames() {
+		groups[fmt.Sprint(i)] = true
+		if n != "" {
+			groups[n] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`\$\{?([A-Za-z0-9_]+)\}?`).FindAllStringSubmatch(extract, -1) {
+		if !groups[m[1]] {
+			return fmt.Errorf("%q names group %q, which the pattern does not have", extract, m[1])
+		}
+	}
+	return nil
+}
+
+// ecrHost matches an ECR registry: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn].
+var ecrHost = regexp.MustCompile(`^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$`)
+
+// IsECR reports whether host is an Amazon ECR registry.
+func IsECR(host string) bool { return ecrHost.MatchString(host) }
+
+// ECRAccountRegion returns the account and region an ECR host names.
+func ECRAccountRegion(host string) (account, region string, ok bool) {
+	m := ecrHost.FindStringSubmatch(host)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[2], true
+}
+
+// lookup returns the value node of key in mapping n.
+func lookup(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// lineOf returns the line of the deepest node of path ("spec.exclude[1]")
+// that exists, so a missing field points at its parent.
+func lineOf(root *yaml.Node, path string) int {
+	line := root.Line
+	n := root
+	for _, part := range strings.Split(path, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			key = part[:i]
+			fmt.Sscanf(part[i:], "[%d]", &idx)
+		}
+		if n = lookup(n, key); n == nil {
+			return line
+		}
+		line = n.Line
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
