@@ -156,7 +156,7 @@ func TestScanAndTagOf(t *testing.T) {
 func TestBadFilesAreErrorsAndNotWritten(t *testing.T) {
 	work := t.TempDir()
 	files := map[string]string{
-		"broken.yaml": "image: ghcr.io/org/app:1.0.0 # {\"$imagepolicy\": \"apps:app\"}\n  bad: [indent\n",
+		"broken.yaml":    "image: ghcr.io/org/app:1.0.0 # {\"$imagepolicy\": \"apps:app\"}\n  bad: [indent\n",
 		"badmarker.yaml": "image: ghcr.io/org/app:1.0.0 # {\"$imagepolicy\": \"a:b:c:d\"}\n",
 		"block.yaml":     "image: |- # {\"$imagepolicy\": \"apps:app\"}\n  ghcr.io/org/app:1.0.0\n",
 		"good.yaml":      "image: ghcr.io/org/app:1.0.0 # {\"$imagepolicy\": \"apps:app\"}\n",
