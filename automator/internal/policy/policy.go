@@ -120,6 +120,11 @@ type Auth struct {
 	DockerConfig string `yaml:"dockerConfig,omitempty"`
 	// RoleARN, for "aws", is a role to assume (cross-account ECR).
 	RoleARN string `yaml:"roleARN,omitempty"`
+	// Region and Account, for "aws", override what the ECR host name says;
+	// Region is required when the registry is reached under another name
+	// (a pull-through alias or a private DNS name).
+	Region  string `yaml:"region,omitempty"`
+	Account string `yaml:"account,omitempty"`
 }
 
 // Key is how markers refer to the policy: "namespace:name" or "name".
@@ -310,8 +315,8 @@ func (p *ImagePolicy) validate(root *yaml.Node) error {
 	switch p.Spec.Auth.Provider {
 	case "", AuthNone:
 	case AuthAWS:
-		if p.repo.RegistryStr() != "" && !IsECR(p.repo.RegistryStr()) {
-			bad("spec.auth.provider", "aws works for ECR registries (*.dkr.ecr.<region>.amazonaws.com), not %s", p.repo.RegistryStr())
+		if p.repo.RegistryStr() != "" && !IsECR(p.repo.RegistryStr()) && p.Spec.Auth.Region == "" {
+			bad("spec.auth.region", "required with provider aws when the registry (%s) is not named <account>.dkr.ecr.<region>.amazonaws.com", p.repo.RegistryStr())
 		}
 	case AuthDockerConfig:
 		if p.Spec.Auth.DockerConfig == "" {

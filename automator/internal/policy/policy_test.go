@@ -123,7 +123,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"extract names a missing group", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  filterTags:\n    pattern: '^(?P<ts>\\d+)$'\n    extract: '$stamp'\n",
 			[]string{"spec.filterTags.extract", `group "stamp"`}},
 		{"aws auth for a non-ECR registry", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  auth:\n    provider: aws\n",
-			[]string{"spec.auth.provider", "ECR"}},
+			[]string{"spec.auth.region", "required with provider aws"}},
 		{"bad interval and apiVersion", "apiVersion: v1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  interval: soon\n  policy:\n    numerical: {}\n",
 			[]string{"bad.yaml:1: apiVersion", "bad.yaml:7: spec.interval"}},
 	} {

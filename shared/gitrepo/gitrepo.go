@@ -1,0 +1,291 @@
+// Package gitrepo keeps a warm clone of one branch of a Git repository
+// with go-git: it fetches incrementally, resets to the remote tip, commits
+// what changed and pushes without ever forcing.
+package gitrepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoChange: there was nothing to commit.
+	ErrNoChange = errors.New("nothing to commit")
+	// ErrRejected: the remote refused the push because its branch moved;
+	// fetch, redo the change on the new tip, and push again.
+	ErrRejected = errors.New("push rejected: the remote branch moved")
+	// ErrAuth: the remote refused the credentials.
+	ErrAuth = errors.New("authentication failed")
+)
+
+// Auth holds credentials for the remote. Set at most one kind.
+type Auth struct {
+	// Username and Password (or a token as Password) for HTTP(S).
+	Username string
+	Password string
+	// SSHKeyFile is a private key for SSH URLs, with SSHKeyPassphrase if
+	// it is encrypted; SSHKnownHosts is a known_hosts file to check the
+	// server against (required: host keys are never accepted blindly).
+	SSHKeyFile       string
+	SSHKeyPassphrase string
+	SSHKnownHosts    string
+}
+
+// String never shows a secret: Auth may end up in a %v.
+func (a Auth) String() string {
+	switch {
+	case a.SSHKeyFile != "":
+		return "ssh-key(" + a.SSHKeyFile + ")"
+	case a.Password != "":
+		return "basic(" + a.Username + ", ***)"
+	}
+	return "anonymous"
+}
+
+func (a Auth) method() (transport.AuthMethod, error) {
+	switch {
+	case a.SSHKeyFile != "":
+		keys, err := gitssh.NewPublicKeysFromFile("git", a.SSHKeyFile, a.SSHKeyPassphrase)
+		if err != nil {
+			return nil, fmt.Errorf("read SSH key %s: %w", a.SSHKeyFile, err)
+		}
+		if a.SSHKnownHosts == "" {
+			return nil, errors.New("SSH needs a known_hosts file to check the server's key")
+		}
+		cb, err := knownhosts.New(a.SSHKnownHosts)
+		if err != nil {
+			return nil, fmt.Errorf("read known_hosts %s: %w", a.SSHKnownHosts, err)
+		}
+		keys.HostKeyCallback = ssh.HostKeyCallback(cb)
+		return keys, nil
+	case a.Password != "":
+		user := a.Username
+		if user == "" {
+			user = "git" // token-only: most hosts accept any user name
+		}
+		return &githttp.BasicAuth{Username: user, Password: a.Password}, nil
+	}
+	return nil, nil
+}
+
+// Repo is a working clone of one branch.
+type Repo struct {
+	dir    string
+	url    string
+	branch string
+	auth   transport.AuthMethod
+	repo   *git.Repository
+}
+
+// Open returns the clone of url's branch in dir, cloning it if dir holds
+// none yet and reusing it (a warm clone) if it does.
+func Open(ctx context.Context, dir, url, branch string, auth Auth) (*Repo, error) {
+	am, err := auth.method()
+	if err != nil {
+		return nil, err
+	}
+	r := &Repo{dir: dir, url: url, branch: branch, auth: am}
+	if repo, err := git.PlainOpen(dir); err == nil {
+		if rem, err := repo.Remote("origin"); err == nil && len(rem.Config().URLs) == 1 && rem.Config().URLs[0] == url {
+			r.repo = repo
+			return r, nil
+		}
+		// A clone of something else: start over.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("clear %s: %w", dir, err)
+		}
+	}
+	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{
+		URL: url, Auth: am, ReferenceName: plumbing.NewBranchReferenceName(branch), SingleBranch: true,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("clone %s branch %s: %w", Redact(url), branch, classify(err))
+	}
+	r.repo = repo
+	return r, nil
+}
+
+// Dir is the working tree.
+func (r *Repo) Dir() string { return r.dir }
+
+// Branch is the branch the clone follows.
+func (r *Repo) Branch() string { return r.branch }
+
+// remoteRef is where the fetched tip of branch lands.
+func remoteRef(branch string) plumbing.ReferenceName {
+	return plumbing.NewRemoteReferenceName("origin", branch)
+}
+
+// Fetch brings the remote tip of branch (and of extra branches) into the
+// clone, transferring only new objects, and returns the tip of branch.
+func (r *Repo) Fetch(ctx context.Context, extra ...string) (plumbing.Hash, error) {
+	specs := []config.RefSpec{config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", r.branch, remoteRef(r.branch)))}
+	for _, b := range extra {
+		specs = append(specs, config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", b, remoteRef(b))))
+	}
+	err := r.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: r.auth, Force: true})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		// A missing extra branch is not an error; the followed one is.
+		if len(extra) == 0 || !strings.Contains(err.Error(), "couldn't find remote ref") {
+			return plumbing.ZeroHash, fmt.Errorf("fetch %s branch %s: %w", Redact(r.url), r.branch, classify(err))
+		}
+		specs = specs[:1]
+		if err := r.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: r.auth, Force: true}); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return plumbing.ZeroHash, fmt.Errorf("fetch %s branch %s: %w", Redact(r.url), r.branch, classify(err))
+		}
+	}
+	return r.RemoteTip(r.branch)
+}
+
+// RemoteTip returns the last fetched tip of branch.
+func (r *Repo) RemoteTip(branch string) (plumbing.Hash, error) {
+	ref, err := r.repo.Reference(remoteRef(branch), true)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("branch %s not fetched: %w", branch, err)
+	}
+	return ref.Hash(), nil
+}
+
+// Reset makes the working tree exactly the commit at, dropping any local
+// change or untracked file, and points the local branch at it.
+func (r *Repo) Reset(at plumbing.Hash) error {
+	wt, err := r.repo.Worktree()
+	if err != nil {
+		return fmt.Errorf("worktree: %w", err)
+	}
+	local := plumbing.NewBranchReferenceName(r.branch)
+	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(local, at)); err != nil {
+		return fmt.Errorf("point %s at %s: %w", r.branch, at, err)
+	}
+	if err := r.repo.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, local)); err != nil {
+		return fmt.Errorf("check out %s: %w", r.branch, err)
+	}
+	if err := wt.Reset(&git.ResetOptions{Commit: at, Mode: git.HardReset}); err != nil {
+		return fmt.Errorf("reset to %s: %w", at, err)
+	}
+	if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
+		return fmt.Errorf("clean working tree: %w", err)
+	}
+	return nil
+}
+
+// Sync fetches and resets to the remote tip, the start of every pass.
+func (r *Repo) Sync(ctx context.Context) (plumbing.Hash, error) {
+	tip, err := r.Fetch(ctx)
+	if err != nil {
+		return tip, err
+	}
+	return tip, r.Reset(tip)
+}
+
+// Signature is a commit's author or committer.
+type Signature struct {
+	Name  string
+	Email string
+}
+
+// Commit records every change in the working tree as one commit on the
+// local branch. It returns ErrNoChange when there is none: never an empty
+// commit.
+func (r *Repo) Commit(msg string, author Signature, signKey *openpgp.Entity) (plumbing.Hash, error) {
+	wt, err := r.repo.Worktree()
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("worktree: %w", err)
+	}
+	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("stage changes: %w", err)
+	}
+	st, err := wt.Status()
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("status: %w", err)
+	}
+	if st.IsClean() {
+		return plumbing.ZeroHash, ErrNoChange
+	}
+	sig := &object.Signature{Name: author.Name, Email: author.Email, When: time.Now()}
+	h, err := wt.Commit(msg, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("commit: %w", err)
+	}
+	return h, nil
+}
+
+// Push sends the local branch to branch target on the remote as a
+// fast-forward only. It returns ErrRejected when the remote moved.
+func (r *Repo) Push(ctx context.Context, target string) error {
+	spec := config.RefSpec(fmt.Sprintf("refs/heads/%s:refs/heads/%s", r.branch, target))
+	err := r.repo.PushContext(ctx, &git.PushOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Auth: r.auth, Force: false})
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+		return nil
+	case errors.Is(err, git.ErrNonFastForwardUpdate), isRejection(err):
+		return fmt.Errorf("push to %s: %w", target, ErrRejected)
+	}
+	return fmt.Errorf("push %s to %s: %w", Redact(r.url), target, classify(err))
+}
+
+// Head returns the commit the local branch points at.
+func (r *Repo) Head() (plumbing.Hash, error) {
+	ref, err := r.repo.Reference(plumbing.NewBranchReferenceName(r.branch), true)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("head of %s: %w", r.branch, err)
+	}
+	return ref.Hash(), nil
+}
+
+// Repository exposes the go-git repository for reading history.
+func (r *Repo) Repository() *git.Repository { return r.repo }
+
+func isRejection(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "non-fast-forward") || strings.Contains(s, "fetch first") ||
+		strings.Contains(s, "failed to update ref") || strings.Contains(s, "rejected")
+}
+
+func classify(err error) error {
+	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
+		return fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	return errors.New(Redact(err.Error()))
+}
+
+// Redact hides the user-info of every URL in s, so a URL with a token in
+// it never reaches a log or an error.
+func Redact(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+3])
+		s = s[i+3:]
+		end := strings.IndexAny(s, "/ \t\n\"'")
+		host := s
+		if end >= 0 {
+			host = s[:end]
+		}
+		if at := strings.LastIndexByte(host, '@'); at >= 0 {
+			b.WriteString("***@")
+			s = s[at+1:]
+		}
+	}
+}
