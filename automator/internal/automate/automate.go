@@ -1,0 +1,444 @@
+// Package automate runs the automator's pass: read the policies, list the
+// registries, choose tags, edit the manifests, commit and push once.
+package automate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"text/template"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"go.uber.org/zap"
+
+	"driftless.dev/automator/internal/policy"
+	"driftless.dev/automator/internal/update"
+	"driftless.dev/shared/gitrepo"
+)
+
+// Registry lists tags and resolves digests.
+type Registry interface {
+	Tags(ctx context.Context, repo name.Repository, auth authn.Authenticator) ([]string, error)
+	Digest(ctx context.Context, repo name.Repository, tag string, auth authn.Authenticator) (string, error)
+}
+
+// Credentials gives the authenticator a policy asks for.
+type Credentials interface {
+	For(ctx context.Context, p *policy.ImagePolicy) (authn.Authenticator, error)
+}
+
+// Repo is the Git working clone the automator writes through.
+type Repo interface {
+	Dir() string
+	Branch() string
+	Sync(ctx context.Context) (plumbing.Hash, error)
+	Commit(msg string, author gitrepo.Signature, signKey *openpgp.Entity) (plumbing.Hash, error)
+	Push(ctx context.Context, target string) error
+}
+
+var _ Repo = (*gitrepo.Repo)(nil)
+
+// Config is what a pass needs besides its collaborators.
+type Config struct {
+	// PolicyPath is the folder (or file) in the repository that holds
+	// ImagePolicy documents; empty to read none from Git.
+	PolicyPath string
+	// PolicyFiles are policy files outside the repository (flags).
+	PolicyFiles []string
+	// ManifestPath is the folder in the repository whose markers are edited.
+	// Default: the whole repository.
+	ManifestPath string
+	// PushBranch is where commits go; default the followed branch. A
+	// different branch gives a pull-request flow.
+	PushBranch string
+	Author     gitrepo.Signature
+	SignKey    *openpgp.Entity
+	// Message is a text/template for the commit message over Update.
+	// Default: DefaultMessage.
+	Message string
+	// PushAttempts bounds fetch-redo-push rounds on rejection. Default 5.
+	PushAttempts int
+	// Concurrency bounds registry scans in flight. Default 8.
+	Concurrency int
+}
+
+// Automator runs passes.
+type Automator struct {
+	cfg   Config
+	repo  Repo
+	reg   Registry
+	creds Credentials
+	log   *zap.Logger
+	tmpl  *template.Template
+}
+
+// New returns an Automator, or an error naming the bad setting.
+func New(cfg Config, repo Repo, reg Registry, creds Credentials, log *zap.Logger) (*Automator, error) {
+	if cfg.Message == "" {
+		cfg.Message = DefaultMessage
+	}
+	tmpl, err := template.New("message").Parse(cfg.Message)
+	if err != nil {
+		return nil, fmt.Errorf("commit message template: %w", err)
+	}
+	if cfg.PushAttempts <= 0 {
+		cfg.PushAttempts = 5
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Author.Name == "" {
+		cfg.Author = gitrepo.Signature{Name: "Driftless Automator", Email: "automator@driftless.dev"}
+	}
+	return &Automator{cfg: cfg, repo: repo, reg: reg, creds: creds, log: log, tmpl: tmpl}, nil
+}
+
+// PolicyResult is what happened to one policy in a pass.
+type PolicyResult struct {
+	Policy *policy.ImagePolicy
+	Tags   int
+	Choice policy.Choice
+	Digest string
+	Err    error
+}
+
+// Result is one pass, returned as data for logs, metrics and the CLI.
+type Result struct {
+	// Base is the commit the pass started from.
+	Base string
+	// Commit is the commit pushed; empty when nothing changed.
+	Commit string
+	// Message is the commit message (also for a plan).
+	Message string
+	// Policies has one entry per policy scanned.
+	Policies []PolicyResult
+	// PolicyErrs are policy files that could not be used.
+	PolicyErrs error
+	// Changes are the edits made (or planned).
+	Changes []update.Change
+	// Edits are the planned file contents (plan only).
+	Edits []update.Edit
+	// Attempts is how many pushes it took.
+	Attempts int
+}
+
+// ErrPermanent marks errors a retry cannot fix until someone changes Git
+// (a manifest that does not parse, a broken marker).
+var ErrPermanent = errors.New("needs a fix in the repository")
+
+// Run does one pass and pushes its commit. only, when not empty, limits
+// the pass to the policies with those keys (a webhook's trigger).
+func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
+	return a.pass(ctx, only, true)
+}
+
+// Plan does a pass without committing or pushing: what would be committed.
+func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
+	return a.pass(ctx, only, false)
+}
+
+func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result, error) {
+	var res Result
+	base, err := a.repo.Sync(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Base = base.String()
+	policies, perr := a.loadPolicies()
+	res.PolicyErrs = perr
+	if len(only) > 0 {
+		policies = slices.DeleteFunc(policies, func(p *policy.ImagePolicy) bool { return !slices.Contains(only, p.Key()) })
+	}
+	if len(policies) == 0 {
+		return res, nil
+	}
+	// Tags are listed once per pass; a redo after a rejected push reuses them.
+	scanned := a.scan(ctx, policies)
+	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
+		res.Attempts = attempt
+		if attempt > 1 {
+			if base, err = a.repo.Sync(ctx); err != nil {
+				return res, err
+			}
+			res.Base = base.String()
+		}
+		if err := a.decide(ctx, &res, policies, scanned); err != nil {
+			return res, err
+		}
+		if len(res.Changes) == 0 || !push {
+			return res, nil
+		}
+		root := a.manifestRoot()
+		if err := update.Write(root, res.Edits); err != nil {
+			return res, err
+		}
+		h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
+		if errors.Is(err, gitrepo.ErrNoChange) {
+			res.Changes = nil
+			return res, nil
+		}
+		if err != nil {
+			return res, err
+		}
+		err = a.repo.Push(ctx, a.pushBranch())
+		if errors.Is(err, gitrepo.ErrRejected) {
+			a.log.Info("push rejected, redoing the edit on the new tip", zap.Int("attempt", attempt))
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		res.Commit = h.String()
+		return res, nil
+	}
+	return res, fmt.Errorf("push to %s: still rejected after %d attempts: %w", a.pushBranch(), a.cfg.PushAttempts, gitrepo.ErrRejected)
+}
+
+func (a *Automator) pushBranch() string {
+	if a.cfg.PushBranch != "" {
+		return a.cfg.PushBranch
+	}
+	return a.repo.Branch()
+}
+
+func (a *Automator) manifestRoot() string {
+	return filepath.Join(a.repo.Dir(), filepath.FromSlash(a.cfg.ManifestPath))
+}
+
+// scanned is one policy's registry answer.
+type scanned struct {
+	tags    []string
+	auth    authn.Authenticator
+	err     error
+	digests map[string]string // tag -> digest, resolved at most once a pass
+}
+
+// scan lists the tags of every policy, a bounded number at a time.
+func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy) map[string]*scanned {
+	out := make(map[string]*scanned, len(policies))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, a.cfg.Concurrency)
+	for _, p := range policies {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s := &scanned{digests: map[string]string{}}
+			s.auth, s.err = a.creds.For(ctx, p)
+			if s.err == nil {
+				s.tags, s.err = a.reg.Tags(ctx, p.Repository(), s.auth)
+			}
+			mu.Lock()
+			out[p.Key()] = s
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// decide reads the current tags from the markers, chooses per policy, and
+// plans the edits and the message.
+func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned) error {
+	root := a.manifestRoot()
+	markers, err := update.Scan(root)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	current := map[string][]string{}
+	for _, m := range markers {
+		if t := update.TagOf(m.Field, m.Value); t != "" && !slices.Contains(current[m.Policy], t) {
+			current[m.Policy] = append(current[m.Policy], t)
+		}
+	}
+	res.Policies = res.Policies[:0]
+	images := map[string]update.Image{}
+	for _, p := range policies {
+		s := scans[p.Key()]
+		pr := PolicyResult{Policy: p, Err: s.err, Tags: len(s.tags)}
+		if s.err == nil {
+			// With several markers, the highest-ranked current tag is the floor.
+			cur := ""
+			if cs := current[p.Key()]; len(cs) > 0 {
+				cur = policy.Select(p, "", cs).Tag
+				if cur == "" {
+					cur = cs[0]
+				}
+			}
+			pr.Choice = policy.Select(p, cur, s.tags)
+			if pr.Choice.Tag != "" && slices.Contains(s.tags, pr.Choice.Tag) {
+				img := update.Image{Repository: p.Spec.Image, Tag: pr.Choice.Tag}
+				if p.Spec.DigestPinning {
+					d, err := a.digest(ctx, p, s, pr.Choice.Tag)
+					if err != nil {
+						pr.Err = err
+					}
+					img.Digest, pr.Digest = d, d
+				}
+				if pr.Err == nil {
+					images[p.Key()] = img
+				}
+			}
+		}
+		res.Policies = append(res.Policies, pr)
+	}
+	edits, changes, err := update.Plan(root, images)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	for i := range changes {
+		changes[i].File = filepath.ToSlash(filepath.Join(a.cfg.ManifestPath, changes[i].File))
+	}
+	res.Edits, res.Changes = edits, changes
+	res.Message = ""
+	if len(changes) > 0 {
+		res.Message, err = a.message(res)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// digest resolves the chosen tag's digest, once a pass: a redo after a
+// rejected push does not ask again.
+func (a *Automator) digest(ctx context.Context, p *policy.ImagePolicy, s *scanned, tag string) (string, error) {
+	if d, ok := s.digests[tag]; ok {
+		return d, nil
+	}
+	d, err := a.reg.Digest(ctx, p.Repository(), tag, s.auth)
+	if err != nil {
+		return "", err
+	}
+	s.digests[tag] = d
+	return d, nil
+}
+
+// loadPolicies reads the policies from the repository and the flag files.
+// A bad file or policy is reported and skipped; the good ones still run.
+// Two policies with one key are both dropped: which one wins would be a
+// guess.
+func (a *Automator) loadPolicies() ([]*policy.ImagePolicy, error) {
+	var files []string
+	var errs []error
+	if a.cfg.PolicyPath != "" {
+		root := filepath.Join(a.repo.Dir(), filepath.FromSlash(a.cfg.PolicyPath))
+		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+				files = append(files, path)
+			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read policies in %s: %w", a.cfg.PolicyPath, err))
+		}
+	}
+	files = append(files, a.cfg.PolicyFiles...)
+	byKey := map[string]*policy.ImagePolicy{}
+	var dup []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read policy file: %w", err))
+			continue
+		}
+		display := f
+		if rel, err := filepath.Rel(a.repo.Dir(), f); err == nil && !strings.HasPrefix(rel, "..") {
+			display = filepath.ToSlash(rel)
+		}
+		ps, err := policy.Parse(display, data)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range ps {
+			if prev, ok := byKey[p.Key()]; ok {
+				errs = append(errs, fmt.Errorf("%s: policy %s is also defined in %s; both skipped", p.Source, p.Key(), prev.Source))
+				dup = append(dup, p.Key())
+				continue
+			}
+			byKey[p.Key()] = p
+		}
+	}
+	for _, k := range dup {
+		delete(byKey, k)
+	}
+	out := make([]*policy.ImagePolicy, 0, len(byKey))
+	for _, p := range byKey {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out, errors.Join(errs...)
+}
+
+// Update is the data of the commit message template.
+type Update struct {
+	Images []ImageUpdate
+}
+
+// ImageUpdate is one policy's bump.
+type ImageUpdate struct {
+	Policy string
+	Image  string // repository
+	Old    string // old tag
+	New    string // new tag
+	Digest string
+	Files  []string
+}
+
+// DefaultMessage lists each bump and ends in trailers that tools can parse
+// (git interpret-trailers, git log --format=%(trailers)).
+const DefaultMessage = `{{if eq (len .Images) 1}}{{with index .Images 0}}Update {{.Image}} to {{.New}}{{end}}{{else}}Update {{len .Images}} images{{end}}
+
+{{range .Images}}- {{.Policy}}: {{.Image}}:{{.Old}} -> {{.Image}}:{{.New}}
+{{end}}
+{{range .Images}}Driftless-Policy: {{.Policy}}
+Driftless-Image: {{.Image}}:{{.New}}
+{{if .Digest}}Driftless-Digest: {{.Digest}}
+{{end}}{{end}}`
+
+func (a *Automator) message(res *Result) (string, error) {
+	byPolicy := map[string]*ImageUpdate{}
+	var order []string
+	for _, pr := range res.Policies {
+		byPolicy[pr.Policy.Key()] = &ImageUpdate{Policy: pr.Policy.Key(), Image: pr.Policy.Spec.Image, Old: pr.Choice.Current, New: pr.Choice.Tag, Digest: pr.Digest}
+	}
+	for _, c := range res.Changes {
+		u := byPolicy[c.Policy]
+		if u == nil {
+			continue
+		}
+		if !slices.Contains(u.Files, c.File) {
+			u.Files = append(u.Files, c.File)
+		}
+		if !slices.Contains(order, c.Policy) {
+			order = append(order, c.Policy)
+		}
+	}
+	sort.Strings(order)
+	var data Update
+	for _, k := range order {
+		u := byPolicy[k]
+		if u.Old == "" {
+			u.Old = "?"
+		}
+		data.Images = append(data.Images, *u)
+	}
+	var b bytes.Buffer
+	if err := a.tmpl.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("commit message template: %w", err)
+	}
+	return strings.TrimRight(b.String(), "\n") + "\n", nil
+}

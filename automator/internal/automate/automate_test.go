@@ -1,0 +1,373 @@
+package automate_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/registry"
+	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/testenv"
+)
+
+// fixture is a registry with tags and a Git repository holding a policy
+// and a marked Deployment.
+type fixture struct {
+	reg  *testenv.Registry
+	git  *testenv.GitServer
+	url  string
+	host string
+}
+
+const deployTmpl = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          # bumped by Driftless
+          image: %s/team/web:1.0.0 # {"$imagepolicy": "apps:web"}
+`
+
+const policyTmpl = `apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: web
+  namespace: apps
+spec:
+  image: %s/team/web
+  policy:
+    semver:
+      range: "^1.0.0"
+%s`
+
+func newFixture(t *testing.T, regOpts testenv.RegistryOptions, policyExtra string, files map[string]string) *fixture {
+	t.Helper()
+	f := &fixture{reg: testenv.NewRegistry(t, regOpts), git: testenv.NewGitServer(t, testenv.GitServerOptions{})}
+	f.host = f.reg.Host
+	if _, err := f.reg.PushImages(t.Context(), "team/web", "1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	all := map[string]string{
+		"policies/web.yaml":    fmt.Sprintf(policyTmpl, f.host, policyExtra),
+		"apps/web/deploy.yaml": fmt.Sprintf(deployTmpl, f.host),
+		"apps/web/README.md":   "not a manifest\n",
+	}
+	for k, v := range files {
+		all[k] = v
+	}
+	for rel, content := range all {
+		p := filepath.Join(src, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.git.Seed(t.Context(), "fleet", "main", src, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	f.url = f.git.RepoURL("fleet")
+	return f
+}
+
+func (f *fixture) automator(t *testing.T, clients ...registry.Option) (*automate.Automator, *gitrepo.Repo) {
+	t.Helper()
+	repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append([]registry.Option{registry.WithTransport(f.reg.Transport), registry.WithRetries(2, 10_000_000)}, clients...)
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(opts...), &registry.Credentials{}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, repo
+}
+
+func (f *fixture) head(t *testing.T) string {
+	t.Helper()
+	h, err := f.git.Head(t.Context(), "fleet", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (f *fixture) commits(t *testing.T) int {
+	t.Helper()
+	out, err := f.git.Git(t.Context(), "fleet", "rev-list", "--count", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(out, &n)
+	return n
+}
+
+func TestOneCommitWithTheExactDiff(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	a, _ := f.automator(t)
+	ctx := t.Context()
+	res, err := a.Run(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Commit == "" || res.Commit != f.head(t) {
+		t.Fatalf("commit %q, server head %s", res.Commit, f.head(t))
+	}
+	diff, _ := f.git.Git(ctx, "fleet", "diff", "--unified=0", res.Base, res.Commit)
+	wantDiff := fmt.Sprintf("-          image: %[1]s/team/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n+          image: %[1]s/team/web:1.1.0 # {\"$imagepolicy\": \"apps:web\"}\n", f.host)
+	if !strings.Contains(diff, wantDiff) || strings.Count(diff, "\n+") != 2 || strings.Count(diff, "diff --git") != 1 {
+		t.Fatalf("diff:\n%s\nwant exactly the one line:\n%s", diff, wantDiff)
+	}
+	msg, _ := f.git.Git(ctx, "fleet", "log", "-1", "--format=%B", "main")
+	for _, want := range []string{
+		"Update " + f.host + "/team/web to 1.1.0\n",
+		"- apps:web: " + f.host + "/team/web:1.0.0 -> " + f.host + "/team/web:1.1.0\n",
+		"Driftless-Policy: apps:web\n",
+		"Driftless-Image: " + f.host + "/team/web:1.1.0\n",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q:\n%s", want, msg)
+		}
+	}
+	trailers, _ := f.git.Git(ctx, "fleet", "log", "-1", "--format=%(trailers:key=Driftless-Policy,valueonly)", "main")
+	if strings.TrimSpace(trailers) != "apps:web" {
+		t.Errorf("git does not read the trailers: %q", trailers)
+	}
+	// Nothing new: no commit.
+	before := f.commits(t)
+	res, err = a.Run(ctx, nil)
+	if err != nil || res.Commit != "" || f.commits(t) != before {
+		t.Fatalf("second pass: commit %q, err %v, commits %d -> %d; want no commit", res.Commit, err, before, f.commits(t))
+	}
+	// A new tag: a new commit.
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.3.0"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = a.Run(ctx, nil); err != nil || res.Commit == "" {
+		t.Fatalf("third pass: %v %+v", err, res)
+	}
+	if got, _ := f.git.Git(ctx, "fleet", "show", "main:apps/web/deploy.yaml"); !strings.Contains(got, "/team/web:1.3.0 #") {
+		t.Fatalf("deploy.yaml after 1.3.0 was pushed:\n%s", got)
+	}
+}
+
+// racingRepo lets another writer push just before the automator's first push.
+type racingRepo struct {
+	*gitrepo.Repo
+	once  sync.Once
+	other func()
+}
+
+func (r *racingRepo) Push(ctx context.Context, target string) error {
+	r.once.Do(r.other)
+	return r.Repo.Push(ctx, target)
+}
+
+func TestAnotherWriterMeanwhileBothCommitsSurvive(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	other, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "other"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var otherCommit string
+	repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	racing := &racingRepo{Repo: repo, other: func() {
+		os.WriteFile(filepath.Join(other.Dir(), "apps/web/README.md"), []byte("edited by a person\n"), 0o644)
+		h, err := other.Commit("a person's edit", gitrepo.Signature{Name: "p", Email: "p@x"}, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := other.Push(ctx, "main"); err != nil {
+			t.Error(err)
+		}
+		otherCommit = h.String()
+	}}
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, racing, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Attempts != 2 || res.Commit != f.head(t) {
+		t.Fatalf("attempts %d, commit %s, head %s; want a redo on the new tip", res.Attempts, res.Commit, f.head(t))
+	}
+	parent, _ := f.git.Git(ctx, "fleet", "rev-parse", "main^")
+	if strings.TrimSpace(parent) != otherCommit {
+		t.Fatalf("the bump's parent is %s, want the other writer's commit %s", parent, otherCommit)
+	}
+	readme, _ := f.git.Git(ctx, "fleet", "show", "main:apps/web/README.md")
+	if readme != "edited by a person\n" {
+		t.Fatalf("the other writer's change was lost: %q", readme)
+	}
+}
+
+func TestTwoAutomatorsAtOnceMakeOneCommit(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	before := f.commits(t)
+	var wg sync.WaitGroup
+	results := make([]automate.Result, 2)
+	errs := make([]error, 2)
+	autos := make([]*automate.Automator, 2)
+	for i := range autos {
+		autos[i], _ = f.automator(t)
+	}
+	for i := range autos {
+		wg.Go(func() { results[i], errs[i] = autos[i].Run(t.Context(), nil) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.commits(t); got != before+1 {
+		t.Fatalf("%d commits added, want exactly 1 (results %+v / %+v)", got-before, results[0].Commit, results[1].Commit)
+	}
+	if (results[0].Commit == "") == (results[1].Commit == "") {
+		t.Fatalf("want exactly one automator to report a commit: %q %q", results[0].Commit, results[1].Commit)
+	}
+}
+
+func TestDigestPinning(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "  digestPinning: true\n", nil)
+	digests, err := f.reg.PushImages(t.Context(), "team/web", "1.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := f.automator(t)
+	res, err := a.Run(t.Context(), nil)
+	if err != nil || res.Commit == "" {
+		t.Fatalf("%v %+v", err, res)
+	}
+	got, _ := f.git.Git(t.Context(), "fleet", "show", "main:apps/web/deploy.yaml")
+	want := fmt.Sprintf("%s/team/web:1.1.1@%s #", f.host, digests["1.1.1"])
+	if !strings.Contains(got, want) {
+		t.Fatalf("deploy.yaml:\n%s\nwant %s", got, want)
+	}
+	msg, _ := f.git.Git(t.Context(), "fleet", "log", "-1", "--format=%B", "main")
+	if !strings.Contains(msg, "Driftless-Digest: "+digests["1.1.1"].String()) {
+		t.Fatalf("message lacks the digest trailer:\n%s", msg)
+	}
+}
+
+func TestBadInputMakesNoCommit(t *testing.T) {
+	t.Run("BadPolicyBesideAGoodOne", func(t *testing.T) {
+		f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+			"policies/bad.yaml": "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: bad\nspec:\n  image: x/y\n  policy:\n    semver:\n      range: '>>1'\n",
+		})
+		a, _ := f.automator(t)
+		res, err := a.Run(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.PolicyErrs == nil || !strings.Contains(res.PolicyErrs.Error(), "policies/bad.yaml:9: spec.policy.semver.range") {
+			t.Fatalf("policy errors %v, want the bad range named with file and line", res.PolicyErrs)
+		}
+		if res.Commit == "" {
+			t.Fatal("the good policy should still commit")
+		}
+	})
+	t.Run("NonSemverTagsOnly", func(t *testing.T) {
+		f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+		if _, err := f.reg.PushImages(t.Context(), "team/other", "latest", "main-abc", "nightly"); err != nil {
+			t.Fatal(err)
+		}
+		deploy := fmt.Sprintf("image: %s/team/other:latest # {\"$imagepolicy\": \"other\"}\n", f.host)
+		pol := fmt.Sprintf("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: other\nspec:\n  image: %s/team/other\n  policy:\n    semver:\n      range: '*'\n", f.host)
+		src := t.TempDir()
+		os.MkdirAll(filepath.Join(src, "policies"), 0o755)
+		os.WriteFile(filepath.Join(src, "policies/other.yaml"), []byte(pol), 0o644)
+		os.WriteFile(filepath.Join(src, "other.yaml"), []byte(deploy), 0o644)
+		if _, err := f.git.Seed(t.Context(), "other", "main", src, "seed"); err != nil {
+			t.Fatal(err)
+		}
+		repo, _ := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "c"), f.git.RepoURL("other"), "main", gitrepo.Auth{})
+		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		before, _ := f.git.Head(t.Context(), "other", "main")
+		res, err := a.Run(t.Context(), nil)
+		if err != nil || res.Commit != "" {
+			t.Fatalf("%v %+v", err, res)
+		}
+		if after, _ := f.git.Head(t.Context(), "other", "main"); after != before {
+			t.Fatal("a commit was made")
+		}
+		if r := res.Policies[0]; r.Choice.Tag != "" || !strings.Contains(r.Choice.Reason, "none of 3 tags") || len(r.Choice.Rejected) != 3 {
+			t.Fatalf("choice %+v", r.Choice)
+		}
+	})
+	t.Run("RegistryDown", func(t *testing.T) {
+		f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+		a, _ := f.automator(t)
+		before := f.head(t)
+		f.reg.Stop()
+		res, err := a.Run(t.Context(), nil)
+		if err != nil || res.Commit != "" || f.head(t) != before {
+			t.Fatalf("err %v, commit %q", err, res.Commit)
+		}
+		if perr := res.Policies[0].Err; !errors.Is(perr, registry.ErrUnreachable) || !strings.Contains(perr.Error(), f.host+"/team/web") {
+			t.Fatalf("policy error %v, want ErrUnreachable naming the repository", perr)
+		}
+	})
+	t.Run("WrongCredentials", func(t *testing.T) {
+		dir := t.TempDir()
+		f := newFixture(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "right-password"}},
+			"  auth:\n    provider: dockerconfig\n    dockerConfig: "+filepath.Join(dir, "config.json")+"\n", nil)
+		os.WriteFile(filepath.Join(dir, "config.json"), fmt.Appendf(nil, `{"auths":{%q:{"username":"robot","password":"wrong-password"}}}`, f.host), 0o600)
+		a, _ := f.automator(t)
+		before := f.head(t)
+		res, err := a.Run(t.Context(), nil)
+		if err != nil || res.Commit != "" || f.head(t) != before {
+			t.Fatalf("err %v, commit %q", err, res.Commit)
+		}
+		perr := res.Policies[0].Err
+		if !errors.Is(perr, registry.ErrUnauthorized) || strings.Contains(perr.Error(), "wrong-password") {
+			t.Fatalf("policy error %v, want ErrUnauthorized without the password", perr)
+		}
+		// With the right password it works.
+		os.WriteFile(filepath.Join(dir, "config.json"), fmt.Appendf(nil, `{"auths":{%q:{"username":"robot","password":"right-password"}}}`, f.host), 0o600)
+		if res, err = a.Run(t.Context(), nil); err != nil || res.Commit == "" {
+			t.Fatalf("with the right password: %v %+v", err, res.Policies[0].Err)
+		}
+	})
+	t.Run("ManifestThatDoesNotParse", func(t *testing.T) {
+		f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+			"apps/web/broken.yaml": "image: x # {\"$imagepolicy\": \"apps:web\"}\n  - [unclosed\n",
+		})
+		a, repo := f.automator(t)
+		before := f.head(t)
+		_, err := a.Run(t.Context(), nil)
+		if !errors.Is(err, automate.ErrPermanent) || !strings.Contains(err.Error(), "apps/web/broken.yaml") {
+			t.Fatalf("got %v, want ErrPermanent naming the file", err)
+		}
+		if f.head(t) != before {
+			t.Fatal("a commit was made")
+		}
+		// Nothing half edited in the clone either.
+		got, _ := os.ReadFile(filepath.Join(repo.Dir(), "apps/web/deploy.yaml"))
+		if !strings.Contains(string(got), "/team/web:1.0.0 #") {
+			t.Fatalf("deploy.yaml was edited although the pass failed:\n%s", got)
+		}
+	})
+}
