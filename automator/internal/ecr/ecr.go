@@ -53,7 +53,7 @@ type Tokens struct {
 // configuration main loaded (environment, IRSA web identity, EKS Pod
 // Identity: the SDK's default chain). endpoint, when not empty, replaces
 // the ECR API endpoint (a VPC endpoint, or a local stand-in in tests).
-func NewTokens(cfg aws.Config, endpoint string) *Tokens {
+func NewTokens(cfg aws.Config, endpoint string, opts ...Option) *Tokens {
 	return NewTokensWith(func(region, roleARN string) API {
 		c := cfg.Copy()
 		c.Region = region
@@ -66,12 +66,22 @@ func NewTokens(cfg aws.Config, endpoint string) *Tokens {
 				o.BaseEndpoint = aws.String(endpoint)
 			}
 		})
-	})
+	}, opts...)
 }
 
+// Option configures Tokens.
+type Option func(*Tokens)
+
+// WithClock replaces time.Now, for tests that step past an expiry.
+func WithClock(now func() time.Time) Option { return func(t *Tokens) { t.now = now } }
+
 // NewTokensWith returns a cache over ECR clients that newAPI builds.
-func NewTokensWith(newAPI func(region, roleARN string) API) *Tokens {
-	return &Tokens{newAPI: newAPI, now: time.Now, entries: map[Request]entry{}}
+func NewTokensWith(newAPI func(region, roleARN string) API, opts ...Option) *Tokens {
+	t := &Tokens{newAPI: newAPI, now: time.Now, entries: map[Request]entry{}}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
 }
 
 // Fetches returns how many tokens were fetched so far.

@@ -1,0 +1,166 @@
+package registry_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"driftless.dev/automator/internal/policy"
+	"driftless.dev/automator/internal/registry"
+	"driftless.dev/shared/testenv"
+)
+
+// throttle stands in front of the real registry and answers the first
+// `fail` tag-list requests with 429 and a Retry-After, as a busy registry
+// does. It injects faults; the registry behind it is real.
+type throttle struct {
+	next  http.Handler
+	fail  int32
+	seen  atomic.Int32
+	first atomic.Int64 // unix nanos of the first request
+	after atomic.Int64 // unix nanos of the first request let through
+}
+
+func (th *throttle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/tags/list") {
+		n := th.seen.Add(1)
+		if n == 1 {
+			th.first.Store(time.Now().UnixNano())
+		}
+		if n <= th.fail {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+			return
+		}
+		th.after.CompareAndSwap(0, time.Now().UnixNano())
+	}
+	th.next.ServeHTTP(w, r)
+}
+
+func proxied(t *testing.T, reg *testenv.Registry, fail int32) (*throttle, name.Repository) {
+	u, _ := url.Parse(reg.URL)
+	th := &throttle{next: httputil.NewSingleHostReverseProxy(u), fail: fail}
+	srv := httptest.NewServer(th)
+	t.Cleanup(srv.Close)
+	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/team/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return th, repo
+}
+
+func TestTagsFollowPagination(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	ctx := t.Context()
+	if _, err := reg.PushImages(ctx, "team/app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 25 {
+		want = append(want, fmt.Sprintf("1.0.%d", i+1))
+	}
+	if err := reg.Tag(ctx, "team/app", "1.0.0", want...); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "1.0.0")
+	th, repo := proxied(t, reg, 0)
+	got, err := registry.New(registry.WithPageSize(10)).Tags(ctx, repo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %d tags, want %d", len(got), len(want))
+	}
+	if n := th.seen.Load(); n != 3 {
+		t.Fatalf("%d pages for 26 tags at 10 a page, want 3", n)
+	}
+}
+
+func TestRetriesHonourRetryAfter(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	if _, err := reg.PushImages(t.Context(), "team/app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	th, repo := proxied(t, reg, 2)
+	var retried atomic.Int32
+	c := registry.New(registry.WithRetries(4, 10*time.Millisecond), registry.WithRetryHook(func(string, int) { retried.Add(1) }))
+	tags, err := c.Tags(t.Context(), repo, nil)
+	if err != nil || len(tags) != 1 {
+		t.Fatalf("tags %v, err %v", tags, err)
+	}
+	if retried.Load() != 2 {
+		t.Fatalf("%d retries, want 2", retried.Load())
+	}
+	// Two Retry-After: 1 waits, not the 10ms backoff.
+	if waited := time.Duration(th.after.Load() - th.first.Load()); waited < 2*time.Second {
+		t.Fatalf("let through after %s, want at least 2s (Retry-After: 1, twice)", waited)
+	}
+	// When throttling outlasts the attempts, the error says so.
+	_, repo2 := proxied(t, reg, 100)
+	_, err = registry.New(registry.WithRetries(2, time.Millisecond)).Tags(t.Context(), repo2, nil)
+	if !errors.Is(err, registry.ErrThrottled) {
+		t.Fatalf("got %v, want ErrThrottled", err)
+	}
+}
+
+func TestBudgetSpacesRequests(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	if _, err := reg.PushImages(t.Context(), "team/app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	th, repo := proxied(t, reg, 0)
+	c := registry.New(registry.WithBudget(20, 1))
+	start := time.Now()
+	for range 5 {
+		if _, err := c.Tags(t.Context(), repo, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 5 tag lists plus the ping per call, at 20/s after a burst of 1.
+	if el := time.Since(start); el < 200*time.Millisecond || th.seen.Load() != 5 {
+		t.Fatalf("%d lists in %s: the budget of 20/s was not applied", th.seen.Load(), el)
+	}
+}
+
+func TestDockerConfigCredentials(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "pw"}})
+	if _, err := reg.PushImages(t.Context(), "team/app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// A Kubernetes .dockerconfigjson with the base64 "auth" form.
+	os.WriteFile(filepath.Join(dir, "pull.json"), fmt.Appendf(nil, `{"auths":{"http://%s/v1/":{"auth":"cm9ib3Q6cHc="}}}`, reg.Host), 0o600)
+	ps, err := policy.Parse("p.yaml", fmt.Appendf(nil, "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: app}\nspec:\n  image: %s/team/app\n  policy: {semver: {range: '*'}}\n  auth: {provider: dockerconfig, dockerConfig: pull.json}\n", reg.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := &registry.Credentials{DockerConfigDir: dir}
+	auth, err := creds.For(t.Context(), ps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, err := registry.New().Tags(t.Context(), ps[0].Repository(), auth)
+	if err != nil || len(tags) != 1 {
+		t.Fatalf("%v %v", tags, err)
+	}
+	// A config without this registry says so, naming file and host.
+	os.WriteFile(filepath.Join(dir, "other.json"), []byte(`{"auths":{"ghcr.io":{"auth":"eDp5"}}}`), 0o600)
+	ps[0].Spec.Auth.DockerConfig = "other.json"
+	if _, err := creds.For(t.Context(), ps[0]); err == nil || !strings.Contains(err.Error(), "other.json has no credentials for "+reg.Host) {
+		t.Fatalf("got %v", err)
+	}
+}
