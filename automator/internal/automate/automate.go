@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"text/template"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -130,6 +131,16 @@ type Result struct {
 	Edits []update.Edit
 	// Attempts is how many pushes it took.
 	Attempts int
+	// Known is every policy loaded this pass, scanned or not, so the loop
+	// learns of new and removed policies from any pass.
+	Known map[string]Known
+}
+
+// Known is what the loop needs of a policy: when to scan it and which
+// registry pushes concern it.
+type Known struct {
+	Interval   time.Duration
+	Repository name.Repository
 }
 
 // ErrPermanent marks errors a retry cannot fix until someone changes Git
@@ -156,6 +167,10 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	res.Base = base.String()
 	policies, perr := a.loadPolicies()
 	res.PolicyErrs = perr
+	res.Known = make(map[string]Known, len(policies))
+	for _, p := range policies {
+		res.Known[p.Key()] = Known{Interval: p.ScanInterval(), Repository: p.Repository()}
+	}
 	if len(only) > 0 {
 		policies = slices.DeleteFunc(policies, func(p *policy.ImagePolicy) bool { return !slices.Contains(only, p.Key()) })
 	}

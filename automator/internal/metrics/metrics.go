@@ -1,0 +1,107 @@
+// Package metrics holds the automator's Prometheus metrics
+// (driftless_automator_*). Labels carry policy keys and reasons, never a
+// registry credential or URL.
+package metrics
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/registry"
+	"driftless.dev/shared/gitrepo"
+)
+
+// Metrics are the automator's instruments.
+type Metrics struct {
+	Passes      *prometheus.CounterVec
+	Scans       *prometheus.CounterVec
+	TagsSeen    *prometheus.GaugeVec
+	Updates     *prometheus.CounterVec
+	PushRetries prometheus.Counter
+	Errors      *prometheus.CounterVec
+	PassSeconds prometheus.Histogram
+}
+
+// New registers the metrics with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_passes_total",
+			Help: "Automation passes, by result (committed, unchanged, failed)."}, []string{"result"}),
+		Scans: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_scans_total",
+			Help: "Registry scans, by policy and result (ok, error)."}, []string{"policy", "result"}),
+		TagsSeen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "driftless_automator_tags_seen",
+			Help: "Tags listed at the last scan of each policy."}, []string{"policy"}),
+		Updates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_updates_total",
+			Help: "Image bumps committed, by policy."}, []string{"policy"}),
+		PushRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "driftless_automator_push_retries_total",
+			Help: "Pushes redone on a new tip after the remote moved."}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_errors_total",
+			Help: "Errors, by reason."}, []string{"reason"}),
+		PassSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "driftless_automator_pass_duration_seconds",
+			Help: "Duration of automation passes.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
+	}
+	reg.MustRegister(m.Passes, m.Scans, m.TagsSeen, m.Updates, m.PushRetries, m.Errors, m.PassSeconds)
+	return m
+}
+
+// Observe records one pass.
+func (m *Metrics) Observe(res automate.Result, err error, seconds float64) {
+	m.PassSeconds.Observe(seconds)
+	switch {
+	case err != nil:
+		m.Passes.WithLabelValues("failed").Inc()
+		m.Errors.WithLabelValues(Reason(err)).Inc()
+	case res.Commit != "":
+		m.Passes.WithLabelValues("committed").Inc()
+	default:
+		m.Passes.WithLabelValues("unchanged").Inc()
+	}
+	if res.PolicyErrs != nil {
+		m.Errors.WithLabelValues("policy").Inc()
+	}
+	if res.Attempts > 1 {
+		m.PushRetries.Add(float64(res.Attempts - 1))
+	}
+	for _, pr := range res.Policies {
+		key := pr.Policy.Key()
+		if pr.Err != nil {
+			m.Scans.WithLabelValues(key, "error").Inc()
+			m.Errors.WithLabelValues(Reason(pr.Err)).Inc()
+			continue
+		}
+		m.Scans.WithLabelValues(key, "ok").Inc()
+		m.TagsSeen.WithLabelValues(key).Set(float64(pr.Tags))
+	}
+	if res.Commit != "" {
+		seen := map[string]bool{}
+		for _, c := range res.Changes {
+			if !seen[c.Policy] {
+				seen[c.Policy] = true
+				m.Updates.WithLabelValues(c.Policy).Inc()
+			}
+		}
+	}
+}
+
+// Reason names the kind of an error, for the errors metric.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, registry.ErrUnauthorized):
+		return "registry_unauthorized"
+	case errors.Is(err, registry.ErrNotFound):
+		return "registry_not_found"
+	case errors.Is(err, registry.ErrUnreachable):
+		return "registry_unreachable"
+	case errors.Is(err, registry.ErrThrottled):
+		return "registry_throttled"
+	case errors.Is(err, gitrepo.ErrAuth):
+		return "git_auth"
+	case errors.Is(err, gitrepo.ErrRejected):
+		return "git_rejected"
+	case errors.Is(err, automate.ErrPermanent):
+		return "manifests"
+	}
+	return "other"
+}
