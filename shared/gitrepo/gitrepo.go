@@ -289,3 +289,20 @@ func Redact(s string) string {
 		}
 	}
 }
+
+// Diff returns the unified diff between two commits, as `git diff` shows it.
+func (r *Repo) Diff(from, to plumbing.Hash) (string, error) {
+	a, err := r.repo.CommitObject(from)
+	if err != nil {
+		return "", fmt.Errorf("diff: read %s: %w", from, err)
+	}
+	b, err := r.repo.CommitObject(to)
+	if err != nil {
+		return "", fmt.Errorf("diff: read %s: %w", to, err)
+	}
+	p, err := a.Patch(b)
+	if err != nil {
+		return "", fmt.Errorf("diff %s..%s: %w", from, to, err)
+	}
+	return p.String(), nil
+}

@@ -2,26 +2,136 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"driftless.dev/shared/testenv"
 )
+
+func noEnv(string) (string, bool) { return "", false }
 
 func TestVersionAndHelp(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"--version"}, &out, &out); err != nil {
+	if err := run(t.Context(), []string{"--version"}, noEnv, &out, &out); err != nil {
 		t.Fatal(err)
 	}
 	if got := out.String(); got != "automator dev\n" {
 		t.Fatalf("--version printed %q", got)
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"--help"}, &out, &out); err != nil {
+	if err := run(t.Context(), []string{"--help"}, noEnv, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "Usage:") || !strings.Contains(out.String(), "automator") {
-		t.Fatalf("--help printed %q", out.String())
+	for _, want := range []string{"Usage:", "run", "plan", "validate"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("--help lacks %q:\n%s", want, out.String())
+		}
 	}
-	if err := run(t.Context(), []string{"--no-such-flag"}, &out, &out); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
+	if err := run(t.Context(), []string{"--no-such-flag"}, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("unknown flag: got %v, want an error naming it", err)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"plan", "--git-ssh-key", "k"}, noEnv, &out, &out)
+	for _, want := range []string{"--git-url (DRIFTLESS_GIT_URL) is required", "--git-ssh-key needs --git-known-hosts"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
+	}
+	env := func(k string) (string, bool) {
+		if k == "DRIFTLESS_LOG_LEVEL" {
+			return "loud", true
+		}
+		if k == "DRIFTLESS_GIT_URL" {
+			return "http://127.0.0.1:1/x.git", true
+		}
+		return "", false
+	}
+	if err := run(t.Context(), []string{"plan"}, env, &out, &out); err == nil || !strings.Contains(err.Error(), `--log-level: "loud"`) {
+		t.Fatalf("environment fallback: got %v, want the bad level from DRIFTLESS_LOG_LEVEL named", err)
+	}
+}
+
+func TestValidateListsEveryFinding(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, content string) {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755)
+		os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644)
+	}
+	write("policies/good.yaml", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: web, namespace: apps}\nspec:\n  image: ghcr.io/org/web\n  policy: {semver: {range: '^1'}}\n")
+	write("policies/bad.yaml", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: api}\nspec:\n  image: ghcr.io/org/api\n  policy: {semver: {range: 'one'}}\n")
+	write("apps/web.yaml", "image: ghcr.io/org/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n")
+	write("apps/api.yaml", "a: 1\nimage: ghcr.io/org/api:1.0.0 # {\"$imagepolicy\": \"api\"}\nb: x # {\"$imagepolicy\": \"a:b:c:d\"}\n")
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"validate", "--dir", dir}, noEnv, &out, &out)
+	if err == nil || exitCode(err) != 2 {
+		t.Fatalf("got %v, want exit code 2", err)
+	}
+	for _, want := range []string{
+		"policies/bad.yaml:6: spec.policy.semver.range",
+		`apps/api.yaml:2: marker refers to policy "api", which no valid ImagePolicy defines`,
+		"apps/api.yaml:3: marker",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "apps/web.yaml") {
+		t.Errorf("the valid marker was reported:\n%s", out.String())
+	}
+	// Fixed, it passes.
+	write("policies/bad.yaml", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: api}\nspec:\n  image: ghcr.io/org/api\n  policy: {semver: {range: '^1'}}\n")
+	write("apps/api.yaml", "a: 1\nimage: ghcr.io/org/api:1.0.0 # {\"$imagepolicy\": \"api\"}\n")
+	out.Reset()
+	if err := run(t.Context(), []string{"validate", "--dir", dir}, noEnv, &out, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+}
+
+func TestPlanShowsChoiceAndExactDiffAndPushesNothing(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{Auth: &testenv.BasicAuth{Username: "bot", Password: "s3cret-token"}})
+	if _, err := reg.PushImages(t.Context(), "team/web", "1.0.0", "1.4.0", "2.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "apps"), 0o755)
+	os.WriteFile(filepath.Join(src, "policy.yaml"), fmt.Appendf(nil, "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: web}\nspec:\n  image: %s/team/web\n  policy: {semver: {range: '^1'}}\n", reg.Host), 0o644)
+	os.WriteFile(filepath.Join(src, "apps/web.yaml"), fmt.Appendf(nil, "image: %s/team/web:1.0.0 # {\"$imagepolicy\": \"web\"}\n", reg.Host), 0o644)
+	head, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) (string, bool) {
+		v, ok := map[string]string{"DRIFTLESS_GIT_PASSWORD": "s3cret-token", "DRIFTLESS_GIT_USERNAME": "bot"}[k]
+		return v, ok
+	}
+	var out bytes.Buffer
+	err = run(t.Context(), []string{"plan", "--git-url", git.RepoURL("fleet"), "--workdir", filepath.Join(t.TempDir(), "w")}, env, &out, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"policy web (" + reg.Host + "/team/web)",
+		"chosen: 1.4.0",
+		`passed over 2.0.0: outside range "^1"`,
+		"-image: " + reg.Host + "/team/web:1.0.0 #",
+		"+image: " + reg.Host + "/team/web:1.4.0 #",
+		"Update " + reg.Host + "/team/web to 1.4.0",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("plan output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "s3cret-token") {
+		t.Fatal("plan output shows the Git token")
+	}
+	if now, _ := git.Head(t.Context(), "fleet", "main"); now != head {
+		t.Fatal("plan pushed a commit")
 	}
 }

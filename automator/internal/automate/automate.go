@@ -45,6 +45,8 @@ type Repo interface {
 	Sync(ctx context.Context) (plumbing.Hash, error)
 	Commit(msg string, author gitrepo.Signature, signKey *openpgp.Entity) (plumbing.Hash, error)
 	Push(ctx context.Context, target string) error
+	Reset(at plumbing.Hash) error
+	Diff(from, to plumbing.Hash) (string, error)
 }
 
 var _ Repo = (*gitrepo.Repo)(nil)
@@ -127,8 +129,10 @@ type Result struct {
 	PolicyErrs error
 	// Changes are the edits made (or planned).
 	Changes []update.Change
-	// Edits are the planned file contents (plan only).
+	// Edits are the planned file contents.
 	Edits []update.Edit
+	// Diff is the exact diff of the commit (Plan only).
+	Diff string
 	// Attempts is how many pushes it took.
 	Attempts int
 	// Known is every policy loaded this pass, scanned or not, so the loop
@@ -153,7 +157,8 @@ func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
 	return a.pass(ctx, only, true)
 }
 
-// Plan does a pass without committing or pushing: what would be committed.
+// Plan does a pass up to a local commit, returns its exact diff, and
+// drops the commit: nothing is pushed.
 func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
 	return a.pass(ctx, only, false)
 }
@@ -190,7 +195,7 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		if err := a.decide(ctx, &res, policies, scanned); err != nil {
 			return res, err
 		}
-		if len(res.Changes) == 0 || !push {
+		if len(res.Changes) == 0 {
 			return res, nil
 		}
 		root := a.manifestRoot()
@@ -203,6 +208,13 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 			return res, nil
 		}
 		if err != nil {
+			return res, err
+		}
+		if !push {
+			res.Diff, err = a.repo.Diff(base, h)
+			if rerr := a.repo.Reset(base); rerr != nil {
+				return res, rerr
+			}
 			return res, err
 		}
 		err = a.repo.Push(ctx, a.pushBranch())
@@ -339,39 +351,51 @@ func (a *Automator) digest(ctx context.Context, p *policy.ImagePolicy, s *scanne
 	return d, nil
 }
 
-// loadPolicies reads the policies from the repository and the flag files.
-// A bad file or policy is reported and skipped; the good ones still run.
-// Two policies with one key are both dropped: which one wins would be a
-// guess.
+// loadPolicies reads the policies from the clone and the flag files.
 func (a *Automator) loadPolicies() ([]*policy.ImagePolicy, error) {
-	var files []string
+	return LoadPolicies(a.repo.Dir(), a.cfg.PolicyPath, a.cfg.PolicyFiles)
+}
+
+// LoadPolicies reads the ImagePolicy documents in the YAML files under
+// root/policyPath and in files. A bad file or policy is reported and
+// skipped; the good ones are returned. Two policies with one key are both
+// dropped: which one wins would be a guess.
+func LoadPolicies(root, policyPath string, files []string) ([]*policy.ImagePolicy, error) {
+	var paths []string
 	var errs []error
-	if a.cfg.PolicyPath != "" {
-		root := filepath.Join(a.repo.Dir(), filepath.FromSlash(a.cfg.PolicyPath))
-		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+	if policyPath != "" {
+		dir := filepath.Join(root, filepath.FromSlash(policyPath))
+		err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
+			if d.IsDir() && d.Name() == ".git" {
+				return filepath.SkipDir
+			}
 			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-				files = append(files, path)
+				paths = append(paths, path)
 			}
 			return nil
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read policies in %s: %w", a.cfg.PolicyPath, err))
+			errs = append(errs, fmt.Errorf("read policies in %s: %w", policyPath, err))
 		}
 	}
-	files = append(files, a.cfg.PolicyFiles...)
 	byKey := map[string]*policy.ImagePolicy{}
 	var dup []string
-	for _, f := range files {
+	for i, f := range append(paths, files...) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read policy file: %w", err))
 			continue
 		}
+		// In the repository only files that declare a policy are read,
+		// so unrelated YAML (templates, values) is never an error here.
+		if i < len(paths) && !bytes.Contains(data, []byte(policy.Kind)) {
+			continue
+		}
 		display := f
-		if rel, err := filepath.Rel(a.repo.Dir(), f); err == nil && !strings.HasPrefix(rel, "..") {
+		if rel, err := filepath.Rel(root, f); err == nil && !strings.HasPrefix(rel, "..") {
 			display = filepath.ToSlash(rel)
 		}
 		ps, err := policy.Parse(display, data)
@@ -396,6 +420,44 @@ func (a *Automator) loadPolicies() ([]*policy.ImagePolicy, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out, errors.Join(errs...)
+}
+
+// Validate checks a checkout without any network: every policy parses,
+// every marker is well formed and names a defined policy. It returns
+// every finding, each naming file and line.
+func Validate(root, policyPath, manifestPath string, files []string) []error {
+	var findings []error
+	policies, err := LoadPolicies(root, policyPath, files)
+	if err != nil {
+		findings = append(findings, flatten(err)...)
+	}
+	known := map[string]bool{}
+	for _, p := range policies {
+		known[p.Key()] = true
+	}
+	markers, err := update.Scan(filepath.Join(root, filepath.FromSlash(manifestPath)))
+	if err != nil {
+		findings = append(findings, flatten(err)...)
+	}
+	for _, m := range markers {
+		if !known[m.Policy] {
+			findings = append(findings, fmt.Errorf("%s:%d: marker refers to policy %q, which no valid ImagePolicy defines",
+				filepath.ToSlash(filepath.Join(manifestPath, m.File)), m.Line, m.Policy))
+		}
+	}
+	return findings
+}
+
+// flatten splits a joined error into its parts, for one finding a line.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // Update is the data of the commit message template.

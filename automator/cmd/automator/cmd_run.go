@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"driftless.dev/automator/internal/hook"
+	"driftless.dev/automator/internal/loop"
+	"driftless.dev/automator/internal/metrics"
+	"driftless.dev/shared/leader"
+	"driftless.dev/shared/serve"
+)
+
+func runCommand() *cobra.Command {
+	var c passConfig
+	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
+	var refresh time.Duration
+	var elect bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Scan and commit continuously; serve metrics, health and the registry webhook",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if secret != "" && secretFile != "" {
+				return errors.New("--webhook-secret and --webhook-secret-file: set one")
+			}
+			if secretFile != "" {
+				b, err := os.ReadFile(secretFile)
+				if err != nil {
+					return fmt.Errorf("--webhook-secret-file: %w", err)
+				}
+				secret = strings.TrimSpace(string(b))
+			}
+			if refresh < time.Second {
+				return fmt.Errorf("--refresh %s: at least 1s", refresh)
+			}
+			// Bind first: a taken port is a start-up error, not a log line.
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen %s: %w", listen, err)
+			}
+			b, err := c.build(ctx)
+			if err != nil {
+				l.Close()
+				return err
+			}
+			log := b.log
+			defer log.Sync() //nolint:errcheck
+			reg := serve.NewRegistry()
+			m := metrics.New(reg)
+			lp := loop.New(b.auto, log.Named("loop"), m.Observe)
+
+			var el *leader.Elector
+			if elect {
+				cfg, err := kubeConfig(kubeconfig)
+				if err != nil {
+					return err
+				}
+				if identity == "" {
+					identity, _ = os.Hostname()
+				}
+				if el, err = leader.New(cfg, leaseNS, leaseName, identity, leader.Timing{}, log.Named("leader")); err != nil {
+					return err
+				}
+			}
+			mux := serve.Mux(reg, func() error { return nil })
+			h := &hook.Handler{Secret: secret, Target: lp, Log: log.Named("hook")}
+			if el != nil {
+				h.Leading = el.Leading
+			}
+			mux.Handle("POST /hooks/registry", h)
+
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if err := serve.Serve(ctx, l, mux); err != nil {
+					log.Error("http server", zap.Error(err))
+				}
+			})
+			log.Info("automator started", zap.String("listen", l.Addr().String()), zap.String("branch", c.branch), zap.Bool("leaderElection", elect))
+			if el != nil {
+				el.Run(ctx, func(ctx context.Context) { _ = lp.Run(ctx, refresh) })
+			} else {
+				_ = lp.Run(ctx, refresh)
+			}
+			wg.Wait()
+			return nil
+		},
+	}
+	c.flags(cmd.Flags())
+	fs := cmd.Flags()
+	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz and /hooks/registry")
+	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
+	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret")
+	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
+	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
+	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")
+	fs.StringVar(&leaseName, "lease-name", "driftless-automator", "name of the Lease")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for leader election outside a cluster (default: in-cluster)")
+	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
+	return cmd
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("leader election needs a cluster: --kubeconfig, or run in a Pod: %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"driftless.dev/automator/internal/automate"
+)
+
+func validateCommand() *cobra.Command {
+	var dir, policyPath, manifestPath string
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "validate",
+		Short: "Check the policies and markers of a checkout, offline; exit non-zero listing every finding with file and line",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			findings := automate.Validate(dir, policyPath, manifestPath, files)
+			for _, f := range findings {
+				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			if len(findings) > 0 {
+				return &exitError{code: 2, msg: fmt.Sprintf("%d finding(s)", len(findings))}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "policies and markers are valid")
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dir, "dir", ".", "the checkout to check")
+	fs.StringVar(&policyPath, "policy-path", ".", "folder in the checkout searched for ImagePolicy documents")
+	fs.StringVar(&manifestPath, "manifest-path", "", "folder in the checkout whose markers are checked (default: all of it)")
+	fs.StringSliceVar(&files, "policy-file", nil, "policy files outside the checkout (repeatable)")
+	return cmd
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+
+	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/ecr"
+	"driftless.dev/automator/internal/registry"
+	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/logging"
+)
+
+// passConfig is what run and plan share: where Git is, where policies and
+// manifests live, how to reach registries.
+type passConfig struct {
+	gitURL, branch, pushBranch  string
+	gitUser, gitPasswordFile    string
+	gitPassword                 string
+	sshKey, knownHosts          string
+	workdir                     string
+	policyPath, manifestPath    string
+	policyFiles                 []string
+	authorName, authorEmail     string
+	signingKey, signingPassFile string
+	messageFile                 string
+	dockerConfigDir             string
+	aws                         bool
+	ecrEndpoint                 string
+	registryCA                  string
+	registryRPS                 float64
+	registryBurst               int
+	logFormat, logLevel         string
+}
+
+func (c *passConfig) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.gitURL, "git-url", "", "repository to read policies from and write bumps to (https://, http:// or ssh://) (required)")
+	fs.StringVar(&c.branch, "git-branch", "main", "branch to follow")
+	fs.StringVar(&c.pushBranch, "git-push-branch", "", "branch to push to; default the followed branch (set another for a pull-request flow)")
+	fs.StringVar(&c.gitUser, "git-username", "", "HTTP user name (default \"git\" when only a token is given)")
+	fs.StringVar(&c.gitPassword, "git-password", "", "HTTP password or token; prefer DRIFTLESS_GIT_PASSWORD or --git-password-file")
+	fs.StringVar(&c.gitPasswordFile, "git-password-file", "", "file holding the HTTP password or token")
+	fs.StringVar(&c.sshKey, "git-ssh-key", "", "SSH private key file, for ssh:// URLs")
+	fs.StringVar(&c.knownHosts, "git-known-hosts", "", "known_hosts file to check the SSH server against")
+	fs.StringVar(&c.workdir, "workdir", os.TempDir()+"/driftless-automator", "where the warm clone lives")
+	fs.StringVar(&c.policyPath, "policy-path", ".", "folder in the repository searched for ImagePolicy documents (\"\" for none)")
+	fs.StringSliceVar(&c.policyFiles, "policy-file", nil, "policy files outside the repository (repeatable)")
+	fs.StringVar(&c.manifestPath, "manifest-path", "", "folder in the repository whose markers are updated (default: all of it)")
+	fs.StringVar(&c.authorName, "author-name", "Driftless Automator", "commit author name")
+	fs.StringVar(&c.authorEmail, "author-email", "automator@driftless.dev", "commit author email")
+	fs.StringVar(&c.signingKey, "signing-key", "", "armored OpenPGP private key file to sign commits with")
+	fs.StringVar(&c.signingPassFile, "signing-passphrase-file", "", "file holding the signing key's passphrase")
+	fs.StringVar(&c.messageFile, "message-template", "", "file with a Go text/template for commit messages (default: the built-in one)")
+	fs.StringVar(&c.dockerConfigDir, "docker-config-dir", "/var/run/secrets/driftless/registry", "folder for relative spec.auth.dockerConfig paths (mounted pull secrets)")
+	fs.BoolVar(&c.aws, "aws", false, "enable ECR credentials through the AWS SDK (environment, IRSA, EKS Pod Identity)")
+	fs.StringVar(&c.ecrEndpoint, "ecr-endpoint", "", "ECR API endpoint override (a VPC endpoint)")
+	fs.StringVar(&c.registryCA, "registry-ca-file", "", "PEM file of extra CAs to trust for registries")
+	fs.Float64Var(&c.registryRPS, "registry-rps", 50, "request budget per registry host, per second")
+	fs.IntVar(&c.registryBurst, "registry-burst", 100, "burst of the per-registry budget")
+	fs.StringVar(&c.logFormat, "log-format", "console", "json or console")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// validate names every bad field at once.
+func (c *passConfig) validate() error {
+	var errs []error
+	if c.gitURL == "" {
+		errs = append(errs, errors.New("--git-url (DRIFTLESS_GIT_URL) is required"))
+	} else if !strings.Contains(c.gitURL, "://") && !strings.Contains(c.gitURL, "@") {
+		errs = append(errs, fmt.Errorf("--git-url %q: want an https://, http:// or ssh:// URL", gitrepo.Redact(c.gitURL)))
+	}
+	if c.branch == "" {
+		errs = append(errs, errors.New("--git-branch must not be empty"))
+	}
+	if c.gitPassword != "" && c.gitPasswordFile != "" {
+		errs = append(errs, errors.New("--git-password and --git-password-file: set one"))
+	}
+	if c.sshKey != "" && c.knownHosts == "" {
+		errs = append(errs, errors.New("--git-ssh-key needs --git-known-hosts: host keys are never accepted blindly"))
+	}
+	if c.registryRPS < 0 {
+		errs = append(errs, errors.New("--registry-rps must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// built is everything a pass needs, made from passConfig.
+type built struct {
+	log  *zap.Logger
+	auto *automate.Automator
+	ecr  *ecr.Tokens
+}
+
+func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*built, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	log, err := logging.New(c.logFormat, c.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	auth := gitrepo.Auth{Username: c.gitUser, Password: c.gitPassword, SSHKeyFile: c.sshKey, SSHKnownHosts: c.knownHosts}
+	if c.gitPasswordFile != "" {
+		b, err := os.ReadFile(c.gitPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--git-password-file: %w", err)
+		}
+		auth.Password = strings.TrimSpace(string(b))
+	}
+	cfg := automate.Config{
+		PolicyPath: c.policyPath, PolicyFiles: c.policyFiles, ManifestPath: c.manifestPath,
+		PushBranch: c.pushBranch, Author: gitrepo.Signature{Name: c.authorName, Email: c.authorEmail},
+	}
+	if c.messageFile != "" {
+		b, err := os.ReadFile(c.messageFile)
+		if err != nil {
+			return nil, fmt.Errorf("--message-template: %w", err)
+		}
+		cfg.Message = string(b)
+	}
+	if c.signingKey != "" {
+		if cfg.SignKey, err = loadSigningKey(c.signingKey, c.signingPassFile); err != nil {
+			return nil, err
+		}
+	}
+	if c.registryCA != "" {
+		pem, err := os.ReadFile(c.registryCA)
+		if err != nil {
+			return nil, fmt.Errorf("--registry-ca-file: %w", err)
+		}
+		pool, _ := x509.SystemCertPool()
+		if pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--registry-ca-file %s: no PEM certificate in it", c.registryCA)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		regOpts = append(regOpts, registry.WithTransport(tr))
+	}
+	regOpts = append(regOpts, registry.WithBudget(c.registryRPS, c.registryBurst))
+	creds := &registry.Credentials{DockerConfigDir: c.dockerConfigDir}
+	b := &built{log: log}
+	if c.aws {
+		awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load AWS configuration: %w", err)
+		}
+		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint)
+		creds.ECR = b.ecr
+	}
+	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth)
+	if err != nil {
+		return nil, err
+	}
+	b.auto, err = automate.New(cfg, repo, registry.New(regOpts...), creds, log)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func loadSigningKey(path, passFile string) (*openpgp.Entity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--signing-key: %w", err)
+	}
+	defer f.Close()
+	ents, err := openpgp.ReadArmoredKeyRing(f)
+	if err != nil || len(ents) == 0 {
+		return nil, fmt.Errorf("--signing-key %s: not an armored OpenPGP key", path)
+	}
+	e := ents[0]
+	if e.PrivateKey == nil {
+		return nil, fmt.Errorf("--signing-key %s: holds no private key", path)
+	}
+	if e.PrivateKey.Encrypted {
+		if passFile == "" {
+			return nil, fmt.Errorf("--signing-key %s is encrypted: give --signing-passphrase-file", path)
+		}
+		pass, err := os.ReadFile(passFile)
+		if err != nil {
+			return nil, fmt.Errorf("--signing-passphrase-file: %w", err)
+		}
+		if err := e.PrivateKey.Decrypt([]byte(strings.TrimSpace(string(pass)))); err != nil {
+			return nil, fmt.Errorf("--signing-key %s: wrong passphrase", path)
+		}
+	}
+	return e, nil
+}
