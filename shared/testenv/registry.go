@@ -143,7 +143,7 @@ func (r *Registry) writeConfig(opts RegistryOptions) (string, error) {
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
 	var b strings.Builder
-	fmt.Fprintf(&b, "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: true\n")
+	fmt.Fprintf(&b, "version: 0.1\nlog:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: true\n")
 	fmt.Fprintf(&b, "storage:\n  filesystem:\n    rootdirectory: %q\n  delete:\n    enabled: true\n", filepath.Join(r.Dir, "data"))
 	fmt.Fprintf(&b, "http:\n  addr: %q\n  secret: %q\n", r.Host, hex.EncodeToString(secret))
 	r.URL = "http://" + r.Host
@@ -255,6 +255,36 @@ func (r *Registry) Tag(ctx context.Context, repo, from string, tags ...string) e
 	for _, t := range tags {
 		if err := remote.Tag(src.Context().Tag(t), desc, r.RemoteOptions(ctx)...); err != nil {
 			return fmt.Errorf("tag %s as %s: %w", src, t, err)
+		}
+	}
+	return nil
+}
+
+// SeedTags makes many tags of repo point at the manifest repo:from by
+// writing distribution's tag links straight into its storage: 100,000
+// tags take seconds instead of minutes of manifest PUTs. The registry
+// serves them like any other tag (its filesystem driver reads links on
+// every request). Use Tag when the registry must see the pushes.
+func (r *Registry) SeedTags(ctx context.Context, repo, from string, tags ...string) error {
+	src, err := name.NewTag(r.Repository(repo)+":"+from, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("seed tags of %s: %w", repo, err)
+	}
+	desc, err := remote.Head(src, r.RemoteOptions(ctx)...)
+	if err != nil {
+		return fmt.Errorf("seed tags: resolve %s: %w", src, err)
+	}
+	dgst := desc.Digest.String()
+	base := filepath.Join(r.Dir, "data", "docker", "registry", "v2", "repositories", filepath.FromSlash(repo), "_manifests", "tags")
+	// Only current/link: it is all that listing and resolving a tag read
+	// (the index/ links serve deletes), and directories are the slow part.
+	for _, t := range tags {
+		dir := filepath.Join(base, t, "current")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("seed tag %s: %w", t, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "link"), []byte(dgst), 0o644); err != nil {
+			return fmt.Errorf("seed tag %s: %w", t, err)
 		}
 	}
 	return nil

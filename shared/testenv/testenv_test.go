@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -420,5 +421,30 @@ func TestTwoClustersSideBySide(t *testing.T) {
 	}
 	if _, err := two.CoreV1().ConfigMaps("default").Get(ctx, "only-in-one", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the second cluster sees the first one's ConfigMap: %v", err)
+	}
+}
+
+func TestSeedTagsAreServed(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	ctx := t.Context()
+	digests, err := reg.PushImages(ctx, "team/app", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for i := range 1500 {
+		tags = append(tags, fmt.Sprintf("1.%d.0", i))
+	}
+	if err := reg.SeedTags(ctx, "team/app", "base", tags...); err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(reg.Repository("team/app"))
+	got, err := remote.List(repo, append(reg.RemoteOptions(ctx), remote.WithPageSize(1000))...)
+	if err != nil || len(got) != 1501 {
+		t.Fatalf("listed %d tags (%v), want 1501", len(got), err)
+	}
+	desc, err := remote.Head(repo.Tag("1.1499.0"), reg.RemoteOptions(ctx)...)
+	if err != nil || desc.Digest != digests["base"] {
+		t.Fatalf("seeded tag resolves to %v (%v), want %s", desc, err, digests["base"])
 	}
 }

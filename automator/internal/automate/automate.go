@@ -182,8 +182,14 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	if len(policies) == 0 {
 		return res, nil
 	}
-	// Tags are listed once per pass; a redo after a rejected push reuses them.
-	scanned := a.scan(ctx, policies)
+	// Tags are listed once per pass, and each policy chosen for as soon as
+	// its list arrives, while other lists are still in flight; a redo after
+	// a rejected push reuses the lists.
+	current, err := a.currentTags(policies)
+	if err != nil {
+		return res, err
+	}
+	scanned := a.scan(ctx, policies, current)
 	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
 		res.Attempts = attempt
 		if attempt > 1 {
@@ -248,10 +254,13 @@ type scanned struct {
 	auth    authn.Authenticator
 	err     error
 	digests map[string]string // tag -> digest, resolved at most once a pass
+	current string            // the floor the choice was made against
+	choice  policy.Choice
 }
 
-// scan lists the tags of every policy, a bounded number at a time.
-func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy) map[string]*scanned {
+// scan lists the tags of every policy, a bounded number at a time, and
+// chooses against current.
+func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, current map[string]string) map[string]*scanned {
 	out := make(map[string]*scanned, len(policies))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -264,6 +273,10 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy) ma
 			s.auth, s.err = a.creds.For(ctx, p)
 			if s.err == nil {
 				s.tags, s.err = a.reg.Tags(ctx, p.Repository(), s.auth)
+			}
+			if s.err == nil {
+				s.current = current[p.Key()]
+				s.choice = policy.Select(p, s.current, s.tags)
 			}
 			mu.Lock()
 			out[p.Key()] = s
@@ -278,15 +291,9 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy) ma
 // plans the edits and the message.
 func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned) error {
 	root := a.manifestRoot()
-	markers, err := update.Scan(root)
+	current, err := a.currentTags(policies)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrPermanent, err)
-	}
-	current := map[string][]string{}
-	for _, m := range markers {
-		if t := update.TagOf(m.Field, m.Value); t != "" && !slices.Contains(current[m.Policy], t) {
-			current[m.Policy] = append(current[m.Policy], t)
-		}
+		return err
 	}
 	res.Policies = res.Policies[:0]
 	images := map[string]update.Image{}
@@ -294,15 +301,11 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 		s := scans[p.Key()]
 		pr := PolicyResult{Policy: p, Err: s.err, Tags: len(s.tags)}
 		if s.err == nil {
-			// With several markers, the highest-ranked current tag is the floor.
-			cur := ""
-			if cs := current[p.Key()]; len(cs) > 0 {
-				cur = policy.Select(p, "", cs).Tag
-				if cur == "" {
-					cur = cs[0]
-				}
+			if cur := current[p.Key()]; cur != s.current {
+				// Another writer moved the markers: choose again.
+				s.current, s.choice = cur, policy.Select(p, cur, s.tags)
 			}
-			pr.Choice = policy.Select(p, cur, s.tags)
+			pr.Choice = s.choice
 			if pr.Choice.Tag != "" && slices.Contains(s.tags, pr.Choice.Tag) {
 				img := update.Image{Repository: p.Spec.Image, Tag: pr.Choice.Tag}
 				if p.Spec.DigestPinning {
@@ -335,6 +338,32 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 		}
 	}
 	return nil
+}
+
+// currentTags reads the tag each policy's markers hold now: the floor
+// against downgrades. With several markers the highest-ranked one counts.
+func (a *Automator) currentTags(policies []*policy.ImagePolicy) (map[string]string, error) {
+	markers, err := update.Scan(a.manifestRoot())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	seen := map[string][]string{}
+	for _, m := range markers {
+		if t := update.TagOf(m.Field, m.Value); t != "" && !slices.Contains(seen[m.Policy], t) {
+			seen[m.Policy] = append(seen[m.Policy], t)
+		}
+	}
+	out := make(map[string]string, len(policies))
+	for _, p := range policies {
+		cs := seen[p.Key()]
+		if len(cs) == 0 {
+			continue
+		}
+		if out[p.Key()] = policy.Select(p, "", cs).Tag; out[p.Key()] == "" {
+			out[p.Key()] = cs[0]
+		}
+	}
+	return out, nil
 }
 
 // digest resolves the chosen tag's digest, once a pass: a redo after a

@@ -67,9 +67,10 @@ func Select(p *ImagePolicy, current string, tags []string) Choice {
 		ch.Reason = fmt.Sprintf("none of %d tags is allowed", len(tags))
 		return ch
 	}
+	lost := "allowed, but ranks below " + best.tag // one string for all
 	for _, tag := range allowed {
 		if tag != best.tag {
-			ch.Rejected = append(ch.Rejected, Rejection{tag, "allowed, but ranks below " + best.tag})
+			ch.Rejected = append(ch.Rejected, Rejection{tag, lost})
 		}
 	}
 	ch.Tag = best.tag
@@ -112,9 +113,9 @@ func (p *ImagePolicy) admit(tag string) (*candidate, string) {
 	o := p.Spec.Policy
 	switch {
 	case o.SemVer != nil:
-		v, err := semver.NewVersion(c.key)
+		v, err := parseVersion(c.key)
 		if err != nil {
-			return nil, fmt.Sprintf("%q is not a semantic version", c.key)
+			return nil, notSemver
 		}
 		if !p.rangeC.Check(v) {
 			if v.Prerelease() != "" && !o.SemVer.Prereleases && p.rangeC.Check(coreOf(v)) {
@@ -131,6 +132,19 @@ func (p *ImagePolicy) admit(tag string) (*candidate, string) {
 		c.num = f
 	}
 	return c, ""
+}
+
+// notSemver is one string for every tag that is not a version.
+const notSemver = "not a semantic version"
+
+// parseVersion tries the strict parser first: it is hand-written and many
+// times faster than the lenient one's regular expression, and nearly
+// every real tag is strict semver. "v1.2" and "1.2" still parse.
+func parseVersion(s string) (*semver.Version, error) {
+	if v, err := semver.StrictNewVersion(s); err == nil {
+		return v, nil
+	}
+	return semver.NewVersion(s)
 }
 
 func coreOf(v *semver.Version) *semver.Version {
@@ -174,7 +188,13 @@ func (p *ImagePolicy) less(a, b *candidate) bool {
 // compare naturally: "rc10" ranks above "rc9", where strict semver compares
 // them as strings and puts rc10 first, a classic wrong upgrade.
 func compareSemver(a, b *semver.Version) int {
-	if c := coreOf(a).Compare(coreOf(b)); c != 0 {
+	if c := cmp.Compare(a.Major(), b.Major()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Minor(), b.Minor()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Patch(), b.Patch()); c != 0 {
 		return c
 	}
 	pa, pb := a.Prerelease(), b.Prerelease()

@@ -58,10 +58,10 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var wait time.Duration
 		switch {
 		case err != nil:
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			wait = t.backoffFor(attempt)
+			// Transport errors are not retried here: go-containerregistry
+			// probes https before http, and a refused connection means
+			// the registry is down, which the next scan retries anyway.
+			return resp, err
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 			wait = max(t.backoffFor(attempt), retryAfter(resp.Header.Get("Retry-After")))
 			wait = min(wait, t.maxWait)
