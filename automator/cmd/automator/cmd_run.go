@@ -26,7 +26,7 @@ func runCommand() *cobra.Command {
 	var c passConfig
 	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
 	var refresh time.Duration
-	var elect bool
+	var elect, once bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Scan and commit continuously; serve metrics, health and the registry webhook",
@@ -44,6 +44,9 @@ func runCommand() *cobra.Command {
 			}
 			if refresh < time.Second {
 				return fmt.Errorf("--refresh %s: at least 1s", refresh)
+			}
+			if once {
+				return runOnce(ctx, &c)
 			}
 			// Bind first: a taken port is a start-up error, not a log line.
 			l, err := net.Listen("tcp", listen)
@@ -103,12 +106,44 @@ func runCommand() *cobra.Command {
 	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
+	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed): for a CronJob or CI")
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
 	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")
 	fs.StringVar(&leaseName, "lease-name", "driftless-automator", "name of the Lease")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for leader election outside a cluster (default: in-cluster)")
 	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
 	return cmd
+}
+
+// runOnce does one pass, logs it as the loop would, and fails if the pass
+// or any policy failed.
+func runOnce(ctx context.Context, c *passConfig) error {
+	b, err := c.build(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.log.Sync() //nolint:errcheck
+	res, err := b.auto.Run(ctx, nil)
+	if err != nil {
+		return err
+	}
+	var failed []string
+	for _, pr := range res.Policies {
+		if pr.Err != nil {
+			b.log.Error("scan failed", zap.String("policy", pr.Policy.Key()), zap.Error(pr.Err))
+			failed = append(failed, pr.Policy.Key())
+		}
+	}
+	if res.Commit != "" {
+		b.log.Info("pushed image update", zap.String("revision", res.Commit), zap.Int("changes", len(res.Changes)))
+	}
+	if res.PolicyErrs != nil {
+		return fmt.Errorf("some policies were skipped:\n%w", res.PolicyErrs)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scans failed for %s", strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

@@ -66,8 +66,8 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.aws, "aws", false, "enable ECR credentials through the AWS SDK (environment, IRSA, EKS Pod Identity)")
 	fs.StringVar(&c.ecrEndpoint, "ecr-endpoint", "", "ECR API endpoint override (a VPC endpoint)")
 	fs.StringVar(&c.registryCA, "registry-ca-file", "", "PEM file of extra CAs to trust for registries")
-	fs.Float64Var(&c.registryRPS, "registry-rps", 50, "request budget per registry host, per second")
-	fs.IntVar(&c.registryBurst, "registry-burst", 100, "burst of the per-registry budget")
+	fs.Float64Var(&c.registryRPS, "registry-rps", 200, "request budget per registry host, per second (0: unlimited)")
+	fs.IntVar(&c.registryBurst, "registry-burst", 400, "burst of the per-registry budget")
 	fs.StringVar(&c.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 }

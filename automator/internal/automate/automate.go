@@ -189,7 +189,7 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	if err != nil {
 		return res, err
 	}
-	scanned := a.scan(ctx, policies, current)
+	scanned := a.scan(ctx, policies, current, !push)
 	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
 		res.Attempts = attempt
 		if attempt > 1 {
@@ -256,11 +256,16 @@ type scanned struct {
 	digests map[string]string // tag -> digest, resolved at most once a pass
 	current string            // the floor the choice was made against
 	choice  policy.Choice
+	listed  int // how many tags were listed
 }
 
 // scan lists the tags of every policy, a bounded number at a time, and
 // chooses against current.
-func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, current map[string]string) map[string]*scanned {
+func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, current map[string]string, explain bool) map[string]*scanned {
+	choose := policy.Choose
+	if explain {
+		choose = policy.Select
+	}
 	out := make(map[string]*scanned, len(policies))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -276,7 +281,13 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 			}
 			if s.err == nil {
 				s.current = current[p.Key()]
-				s.choice = policy.Select(p, s.current, s.tags)
+				s.choice = choose(p, s.current, s.tags)
+				s.listed = len(s.tags)
+				if !explain {
+					// Keep a pass's memory to the lists in flight: a redo
+					// whose markers moved lists again (rare).
+					s.tags = nil
+				}
 			}
 			mu.Lock()
 			out[p.Key()] = s
@@ -299,14 +310,17 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 	images := map[string]update.Image{}
 	for _, p := range policies {
 		s := scans[p.Key()]
-		pr := PolicyResult{Policy: p, Err: s.err, Tags: len(s.tags)}
-		if s.err == nil {
-			if cur := current[p.Key()]; cur != s.current {
-				// Another writer moved the markers: choose again.
-				s.current, s.choice = cur, policy.Select(p, cur, s.tags)
+		if s.err == nil && current[p.Key()] != s.current {
+			// Another writer moved the markers: choose again.
+			if s.tags == nil {
+				s.tags, s.err = a.reg.Tags(ctx, p.Repository(), s.auth)
 			}
+			s.current, s.choice = current[p.Key()], policy.Select(p, current[p.Key()], s.tags)
+		}
+		pr := PolicyResult{Policy: p, Err: s.err, Tags: s.listed}
+		if s.err == nil {
 			pr.Choice = s.choice
-			if pr.Choice.Tag != "" && slices.Contains(s.tags, pr.Choice.Tag) {
+			if pr.Choice.Tag != "" && !pr.Choice.Kept {
 				img := update.Image{Repository: p.Spec.Image, Tag: pr.Choice.Tag}
 				if p.Spec.DigestPinning {
 					d, err := a.digest(ctx, p, s, pr.Choice.Tag)

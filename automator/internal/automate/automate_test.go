@@ -313,8 +313,16 @@ func TestBadInputMakesNoCommit(t *testing.T) {
 		if after, _ := f.git.Head(t.Context(), "other", "main"); after != before {
 			t.Fatal("a commit was made")
 		}
-		if r := res.Policies[0]; r.Choice.Tag != "" || !strings.Contains(r.Choice.Reason, "none of 3 tags") || len(r.Choice.Rejected) != 3 {
+		if r := res.Policies[0]; r.Choice.Tag != "" || !strings.Contains(r.Choice.Reason, "none of 3 tags") || r.Choice.Considered != 3 {
 			t.Fatalf("choice %+v", r.Choice)
+		}
+		// A plan explains each tag.
+		plan, err := a.Plan(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := plan.Policies[0].Choice.Rejected; len(r) != 3 || !strings.Contains(r[0].Reason, "not a semantic version") {
+			t.Fatalf("plan's rejections %+v", r)
 		}
 	})
 	t.Run("RegistryDown", func(t *testing.T) {

@@ -59,6 +59,12 @@ func TestSelect(t *testing.T) {
 			if ch.Tag != tc.want {
 				t.Fatalf("chose %q, want %q (%s; rejected %v)", ch.Tag, tc.want, ch.Reason, ch.Rejected)
 			}
+			if quiet := Choose(p, tc.current, tc.tags); quiet.Tag != ch.Tag || quiet.Kept != ch.Kept || len(quiet.Rejected) != 0 {
+				t.Fatalf("Choose = %+v, Select = %+v: same choice, no rejections", quiet, ch)
+			}
+			if ch.Kept != (strings.Contains(tc.name, "no downgrade")) {
+				t.Fatalf("Kept = %v", ch.Kept)
+			}
 			// Every tag is accounted for: the winner or a rejection.
 			explained := map[string]bool{ch.Tag: true}
 			for _, r := range ch.Rejected {

@@ -38,7 +38,7 @@ func WithPageSize(n int) Option {
 }
 
 // WithBudget limits requests to each registry host to rps per second with
-// bursts of burst. Default 50/s, burst 100; rps <= 0 is unlimited.
+// bursts of burst. Default 200/s, burst 400; rps <= 0 is unlimited.
 func WithBudget(rps float64, burst int) Option {
 	return func(c *Client) { c.tr.rps, c.tr.burst = rps, max(burst, 1) }
 }
@@ -63,7 +63,7 @@ func WithRetryHook(fn func(host string, status int)) Option {
 // New returns a Client.
 func New(opts ...Option) *Client {
 	c := &Client{pageSize: MaxPageSize, tr: &politeTransport{
-		next: http.DefaultTransport, rps: 50, burst: 100, attempts: 5, backoff: 500 * time.Millisecond,
+		next: http.DefaultTransport, rps: 200, burst: 400, attempts: 5, backoff: 500 * time.Millisecond,
 		maxWait: time.Minute, limiters: map[string]*rate.Limiter{},
 	}}
 	for _, o := range opts {
