@@ -43,6 +43,8 @@ type Repo interface {
 	Dir() string
 	Branch() string
 	Sync(ctx context.Context) (plumbing.Hash, error)
+	Fetch(ctx context.Context, extra ...string) (plumbing.Hash, error)
+	RemoteTip(branch string) (plumbing.Hash, error)
 	Commit(msg string, author gitrepo.Signature, signKey *openpgp.Entity) (plumbing.Hash, error)
 	Push(ctx context.Context, target string) error
 	Reset(at plumbing.Hash) error
@@ -165,7 +167,7 @@ func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
 
 func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result, error) {
 	var res Result
-	base, err := a.repo.Sync(ctx)
+	base, err := a.sync(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -193,7 +195,7 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
 		res.Attempts = attempt
 		if attempt > 1 {
-			if base, err = a.repo.Sync(ctx); err != nil {
+			if base, err = a.sync(ctx); err != nil {
 				return res, err
 			}
 			res.Base = base.String()
@@ -235,6 +237,24 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		return res, nil
 	}
 	return res, fmt.Errorf("push to %s: still rejected after %d attempts: %w", a.pushBranch(), a.cfg.PushAttempts, gitrepo.ErrRejected)
+}
+
+// sync resets the clone to where the next commit goes on top of: the
+// followed branch, or, in a pull-request flow, the push branch if it
+// exists already, so earlier bumps waiting for review are built on and
+// never overwritten.
+func (a *Automator) sync(ctx context.Context) (plumbing.Hash, error) {
+	if a.pushBranch() == a.repo.Branch() {
+		return a.repo.Sync(ctx)
+	}
+	tip, err := a.repo.Fetch(ctx, a.pushBranch())
+	if err != nil {
+		return tip, err
+	}
+	if pt, err := a.repo.RemoteTip(a.pushBranch()); err == nil {
+		tip = pt
+	}
+	return tip, a.repo.Reset(tip)
 }
 
 func (a *Automator) pushBranch() string {

@@ -10,6 +10,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 	"go.uber.org/zap/zaptest"
 
 	"driftless.dev/automator/internal/automate"
@@ -387,5 +391,66 @@ func writeFile(t testing.TB, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPushBranchAndSignedCommits(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	key, err := openpgp.NewEntity("Driftless Automator", "test", "automator@driftless.dev", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := automate.New(automate.Config{PolicyPath: "policies", PushBranch: "driftless/updates", SignKey: key},
+		repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainBefore := f.head(t)
+	first, err := a.Run(ctx, nil)
+	if err != nil || first.Commit == "" {
+		t.Fatalf("%v %+v", err, first)
+	}
+	if f.head(t) != mainBefore {
+		t.Fatal("main moved: the bump belongs on the push branch")
+	}
+	if got, _ := f.git.Head(ctx, "fleet", "driftless/updates"); got != first.Commit {
+		t.Fatalf("push branch at %s, want %s", got, first.Commit)
+	}
+	// A second bump stacks on the first, waiting for review: no force.
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.5.0"); err != nil {
+		t.Fatal(err)
+	}
+	second, err := a.Run(ctx, nil)
+	if err != nil || second.Commit == "" {
+		t.Fatalf("%v %+v", err, second)
+	}
+	if parent, _ := f.git.Git(ctx, "fleet", "rev-parse", "driftless/updates^"); strings.TrimSpace(parent) != first.Commit {
+		t.Fatalf("second bump's parent %s, want the first bump %s", parent, first.Commit)
+	}
+	// Both commits carry a signature the key verifies.
+	var pub strings.Builder
+	w, _ := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	key.Serialize(w)
+	w.Close()
+	clone, err := git.PlainCloneContext(ctx, t.TempDir(), false, &git.CloneOptions{URL: f.url, ReferenceName: "refs/heads/driftless/updates"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{first.Commit, second.Commit} {
+		c, err := clone.CommitObject(plumbing.NewHash(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.PGPSignature == "" {
+			t.Fatalf("commit %s is not signed", h)
+		}
+		if _, err := c.Verify(pub.String()); err != nil {
+			t.Fatalf("commit %s: signature does not verify: %v", h, err)
+		}
 	}
 }

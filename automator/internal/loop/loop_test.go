@@ -1,0 +1,108 @@
+package loop
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"go.uber.org/zap/zaptest"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"driftless.dev/automator/internal/automate"
+)
+
+// recorder is a Passer that records which policies each pass covered and
+// reports the policies "in Git" (known), as the automator would.
+type recorder struct {
+	mu    sync.Mutex
+	calls [][]string
+	known map[string]automate.Known
+}
+
+func (r *recorder) Run(_ context.Context, only []string) (automate.Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, append([]string(nil), only...))
+	k := make(map[string]automate.Known, len(r.known))
+	for key, v := range r.known {
+		k[key] = v
+	}
+	return automate.Result{Known: k}, nil
+}
+
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.calls {
+		if slices.Contains(c, key) {
+			n++
+		}
+	}
+	return n
+}
+
+func known(repo string, every time.Duration) automate.Known {
+	r, _ := name.NewRepository(repo)
+	return automate.Known{Interval: every, Repository: r}
+}
+
+func TestScheduleTriggersAndDiscovery(t *testing.T) {
+	rec := &recorder{known: map[string]automate.Known{
+		"fast": known("ghcr.io/org/fast", 100*time.Millisecond),
+		"slow": known("ghcr.io/org/slow", time.Hour),
+	}}
+	l := New(rec, zaptest.NewLogger(t), func(automate.Result, error, float64) {})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { l.Run(ctx, 200*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+			t.Fatalf("timed out waiting for %s (calls %v)", what, rec.calls)
+		}
+	}
+	// The fast policy is scanned again and again at its interval; the
+	// slow one only by the first, full pass.
+	poll("five scans of the fast policy", func() bool { return rec.count("fast") >= 5 })
+	if n := rec.count("slow"); n != 0 {
+		t.Fatalf("slow policy scanned %d times on its own within its hour", n)
+	}
+	// A webhook trigger scans the slow one at once.
+	if keys := l.Match("ghcr.io", "org/slow"); !slices.Equal(keys, []string{"slow"}) {
+		t.Fatalf("Match = %v", keys)
+	}
+	if keys := l.Match("", "org/slow"); !slices.Equal(keys, []string{"slow"}) {
+		t.Fatalf("Match without host = %v", keys)
+	}
+	if keys := l.Match("docker.io", "org/slow"); len(keys) != 0 {
+		t.Fatalf("Match on another host = %v", keys)
+	}
+	l.Trigger([]string{"slow"})
+	poll("the triggered scan", func() bool { return rec.count("slow") == 1 })
+	// A policy added to Git is found by a discovery pass and scanned.
+	rec.mu.Lock()
+	rec.known["new"] = known("ghcr.io/org/new", time.Hour)
+	rec.mu.Unlock()
+	poll("the new policy's first scan", func() bool { return rec.count("new") == 1 })
+	// A removed one is no longer scheduled.
+	rec.mu.Lock()
+	delete(rec.known, "fast")
+	rec.mu.Unlock()
+	poll("a pass without the fast policy", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.calls) > 0 && strings.Contains(strings.Join(rec.calls[len(rec.calls)-1], ","), "discover")
+	})
+	before := rec.count("fast")
+	time.Sleep(400 * time.Millisecond) // several of its old intervals
+	if rec.count("fast") != before {
+		t.Fatal("a removed policy is still scanned")
+	}
+}
