@@ -33,9 +33,11 @@ type Registry interface {
 	Digest(ctx context.Context, repo name.Repository, tag string, auth authn.Authenticator) (string, error)
 }
 
-// Credentials gives the authenticator a policy asks for.
+// Credentials gives the authenticator a policy asks for, and push times
+// for newestPushed policies.
 type Credentials interface {
 	For(ctx context.Context, p *policy.ImagePolicy) (authn.Authenticator, error)
+	PushTimes(ctx context.Context, p *policy.ImagePolicy) (map[string]time.Time, error)
 }
 
 // Repo is the Git working clone the automator writes through.
@@ -277,6 +279,25 @@ type scanned struct {
 	current string            // the floor the choice was made against
 	choice  policy.Choice
 	listed  int // how many tags were listed
+	pushed  map[string]time.Time
+}
+
+// list returns the tags of p's repository: from the registry, or, for
+// newestPushed, from ECR's DescribeImages with their push times.
+func (a *Automator) list(ctx context.Context, p *policy.ImagePolicy, auth authn.Authenticator) ([]string, map[string]time.Time, error) {
+	if p.Spec.Policy.NewestPushed == nil {
+		tags, err := a.reg.Tags(ctx, p.Repository(), auth)
+		return tags, nil, err
+	}
+	pushed, err := a.creds.PushTimes(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	tags := make([]string, 0, len(pushed))
+	for t := range pushed {
+		tags = append(tags, t)
+	}
+	return tags, pushed, nil
 }
 
 // scan lists the tags of every policy, a bounded number at a time, and
@@ -297,11 +318,11 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 			s := &scanned{digests: map[string]string{}}
 			s.auth, s.err = a.creds.For(ctx, p)
 			if s.err == nil {
-				s.tags, s.err = a.reg.Tags(ctx, p.Repository(), s.auth)
+				s.tags, s.pushed, s.err = a.list(ctx, p, s.auth)
 			}
 			if s.err == nil {
 				s.current = current[p.Key()]
-				s.choice = choose(p, s.current, s.tags)
+				s.choice = choose(p, s.current, s.tags, policy.WithPushTimes(s.pushed))
 				s.listed = len(s.tags)
 				if !explain {
 					// Keep a pass's memory to the lists in flight: a redo
@@ -333,9 +354,9 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 		if s.err == nil && current[p.Key()] != s.current {
 			// Another writer moved the markers: choose again.
 			if s.tags == nil {
-				s.tags, s.err = a.reg.Tags(ctx, p.Repository(), s.auth)
+				s.tags, s.pushed, s.err = a.list(ctx, p, s.auth)
 			}
-			s.current, s.choice = current[p.Key()], policy.Select(p, current[p.Key()], s.tags)
+			s.current, s.choice = current[p.Key()], policy.Select(p, current[p.Key()], s.tags, policy.WithPushTimes(s.pushed))
 		}
 		pr := PolicyResult{Policy: p, Err: s.err, Tags: s.listed}
 		if s.err == nil {

@@ -4,19 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"go.uber.org/zap/zaptest"
 
 	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/ecr"
+	"driftless.dev/automator/internal/ecr/ecrtest"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
@@ -452,5 +458,57 @@ func TestPushBranchAndSignedCommits(t *testing.T) {
 		if _, err := c.Verify(pub.String()); err != nil {
 			t.Fatalf("commit %s: signature does not verify: %v", h, err)
 		}
+	}
+}
+
+// TestNewestPushedFromECR: a newestPushed policy takes its tags and push
+// times from ECR's DescribeImages (the local ECR API stand-in, paged past
+// 1,000 images) and commits the newest one.
+func TestNewestPushedFromECR(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var imgs []ecrtest.Image
+	for i := range 1200 {
+		imgs = append(imgs, ecrtest.Image{Tags: []string{fmt.Sprintf("build-%04d", i)}, PushedAt: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	// The newest push sorts first by name and lowest by number.
+	imgs = append(imgs, ecrtest.Image{Tags: []string{"aaa-hotfix"}, PushedAt: t0.Add(48 * time.Hour)})
+	standIn := &ecrtest.StandIn{Password: "unused", Images: map[string][]ecrtest.Image{"team/ecr-app": imgs}}
+	api := httptest.NewServer(standIn)
+	defer api.Close()
+	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", "")}
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "policies/ecr.yaml"), `apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: ecr-app}
+spec:
+  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/ecr-app
+  auth: {provider: aws}
+  policy: {newestPushed: {}}
+`)
+	writeFile(t, filepath.Join(src, "app.yaml"), "image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/ecr-app:build-0001 # {\"$imagepolicy\": \"ecr-app\"}\n")
+	if _, err := f.git.Seed(ctx, "ecr", "main", src, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.git.RepoURL("ecr"), "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL)}
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(), creds, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(ctx, nil)
+	if err != nil || res.Commit == "" {
+		t.Fatalf("%v %+v", err, res.Policies)
+	}
+	if pr := res.Policies[0]; pr.Tags != 1201 || pr.Choice.Tag != "aaa-hotfix" {
+		t.Fatalf("listed %d tags, chose %q; want 1201 and aaa-hotfix", pr.Tags, pr.Choice.Tag)
+	}
+	got, _ := f.git.Git(ctx, "ecr", "show", "main:app.yaml")
+	if !strings.Contains(got, "/team/ecr-app:aaa-hotfix #") {
+		t.Fatalf("app.yaml:\n%s", got)
 	}
 }

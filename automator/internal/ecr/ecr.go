@@ -16,13 +16,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/ecr"
+	"github.com/aws/aws-sdk-go-v2/service/ecr/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
-// API is the part of the ECR client the cache needs.
+// API is the part of the ECR client Driftless uses.
 type API interface {
 	GetAuthorizationToken(ctx context.Context, in *ecr.GetAuthorizationTokenInput, opts ...func(*ecr.Options)) (*ecr.GetAuthorizationTokenOutput, error)
+	DescribeImages(ctx context.Context, in *ecr.DescribeImagesInput, opts ...func(*ecr.Options)) (*ecr.DescribeImagesOutput, error)
 }
 
 // Request names one registry's credentials.
@@ -82,6 +84,37 @@ func NewTokensWith(newAPI func(region, roleARN string) API, opts ...Option) *Tok
 		o(t)
 	}
 	return t
+}
+
+// PushTimes returns when each tag of repository was pushed, from
+// DescribeImages, 1,000 images a page: the data for newestPushed ordering,
+// which the registry's tag list does not carry.
+func (t *Tokens) PushTimes(ctx context.Context, req Request, repository string) (map[string]time.Time, error) {
+	in := &ecr.DescribeImagesInput{
+		RepositoryName: aws.String(repository),
+		Filter:         &types.DescribeImagesFilter{TagStatus: types.TagStatusTagged},
+		MaxResults:     aws.Int32(1000),
+	}
+	if req.Account != "" {
+		in.RegistryId = aws.String(req.Account)
+	}
+	out := map[string]time.Time{}
+	pages := ecr.NewDescribeImagesPaginator(t.newAPI(req.Region, req.RoleARN), in)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ECR DescribeImages of %s/%s in %s: %w", req.Host, repository, req.Region, err)
+		}
+		for _, d := range page.ImageDetails {
+			if d.ImagePushedAt == nil {
+				continue
+			}
+			for _, tag := range d.ImageTags {
+				out[tag] = *d.ImagePushedAt
+			}
+		}
+	}
+	return out, nil
 }
 
 // Fetches returns how many tokens were fetched so far.

@@ -78,6 +78,9 @@ type Ordering struct {
 	SemVer       *SemVer `yaml:"semver,omitempty"`
 	Alphabetical *Order  `yaml:"alphabetical,omitempty"`
 	Numerical    *Order  `yaml:"numerical,omitempty"`
+	// NewestPushed ranks by the time each tag was pushed, as ECR's
+	// DescribeImages reports it (auth provider aws only).
+	NewestPushed *struct{} `yaml:"newestPushed,omitempty"`
 }
 
 // SemVer ranks by semantic version within a range.
@@ -267,13 +270,16 @@ func (p *ImagePolicy) validate(root *yaml.Node) error {
 	}
 	o := p.Spec.Policy
 	set := 0
-	for _, isSet := range []bool{o.SemVer != nil, o.Alphabetical != nil, o.Numerical != nil} {
+	for _, isSet := range []bool{o.SemVer != nil, o.Alphabetical != nil, o.Numerical != nil, o.NewestPushed != nil} {
 		if isSet {
 			set++
 		}
 	}
 	if set != 1 {
-		bad("spec.policy", "set exactly one of semver, alphabetical, numerical (got %d)", set)
+		bad("spec.policy", "set exactly one of semver, alphabetical, numerical, newestPushed (got %d)", set)
+	}
+	if o.NewestPushed != nil && p.Spec.Auth.Provider != AuthAWS {
+		bad("spec.policy.newestPushed", "push times come from ECR's DescribeImages: set spec.auth.provider: aws")
 	}
 	if o.SemVer != nil {
 		if o.SemVer.Range == "" {

@@ -3,6 +3,7 @@ package policy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustPolicy(t *testing.T, spec string) *ImagePolicy {
@@ -123,7 +124,9 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"no ordering and tagged image", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app:1.0\n",
 			[]string{"bad.yaml:6: spec.image", "without a tag", "bad.yaml:6: spec.policy: set exactly one"}},
 		{"two orderings", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    semver: {range: '*'}\n    numerical: {}\n",
-			[]string{"spec.policy: set exactly one of semver, alphabetical, numerical (got 2)"}},
+			[]string{"spec.policy: set exactly one of semver, alphabetical, numerical, newestPushed (got 2)"}},
+		{"newestPushed without ECR", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    newestPushed: {}\n",
+			[]string{"bad.yaml:8: spec.policy.newestPushed", "set spec.auth.provider: aws"}},
 		{"bad regexps", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  filterTags:\n    pattern: '^(?P<ts>\\d+$'\n  exclude: ['ok', '(']\n",
 			[]string{"bad.yaml:10: spec.filterTags.pattern", "bad.yaml:11: spec.exclude[1]"}},
 		{"extract names a missing group", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  filterTags:\n    pattern: '^(?P<ts>\\d+)$'\n    extract: '$stamp'\n",
@@ -181,5 +184,34 @@ spec:
 	acct, region, ok := ECRAccountRegion(ps[0].Repository().RegistryStr())
 	if !ok || acct != "123456789012" || region != "eu-west-1" {
 		t.Fatalf("ECR account/region = %q %q %v", acct, region, ok)
+	}
+}
+
+func TestSelectNewestPushed(t *testing.T) {
+	p := mustPolicy(t, "  auth: {provider: aws, region: eu-west-1}\n  exclude: ['^latest$']\n  policy:\n    newestPushed: {}\n")
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	pushed := map[string]time.Time{
+		"main-abc": t0.Add(3 * time.Hour), // newest, though it sorts first by name
+		"main-xyz": t0.Add(time.Hour),
+		"2.0.0":    t0,
+		"latest":   t0.Add(4 * time.Hour),
+	}
+	tags := []string{"2.0.0", "main-xyz", "main-abc", "latest", "untimed"}
+	ch := Select(p, "", tags, WithPushTimes(pushed))
+	if ch.Tag != "main-abc" {
+		t.Fatalf("chose %q (%s)", ch.Tag, ch.Reason)
+	}
+	why := map[string]string{}
+	for _, r := range ch.Rejected {
+		why[r.Tag] = r.Reason
+	}
+	if why["untimed"] != "no push time known" || !strings.Contains(why["latest"], "exclude") {
+		t.Fatalf("reasons %v", why)
+	}
+	// The current tag's push time is the floor: a re-pushed older tag
+	// list never moves back.
+	pushed["main-new"] = t0.Add(5 * time.Hour)
+	if ch := Select(p, "main-new", []string{"main-abc"}, WithPushTimes(pushed)); ch.Tag != "main-new" || !ch.Kept {
+		t.Fatalf("downgrade: chose %q kept=%v", ch.Tag, ch.Kept)
 	}
 }

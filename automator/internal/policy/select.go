@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 )
@@ -44,28 +45,47 @@ type candidate struct {
 	key string          // the extracted value (the tag without a filter)
 	ver *semver.Version // semver ordering
 	num float64         // numerical ordering
+	// pushed is the push time, for newestPushed ordering.
+	pushed time.Time
 }
 
 // Select returns the tag p allows that ranks highest, never one ranking
 // below current (the tag Git holds now) unless p allows downgrades.
 // current may be empty or a tag the policy cannot rank (then it is not a
 // floor). Select does no I/O.
-func Select(p *ImagePolicy, current string, tags []string) Choice {
-	return choose(p, current, tags, true)
+func Select(p *ImagePolicy, current string, tags []string, opts ...Option) Choice {
+	return choose(p, current, tags, true, opts)
 }
 
 // Choose is Select without the list of rejections: the same choice and
 // reason at a fraction of the memory, for passes nobody reads tag by tag.
-func Choose(p *ImagePolicy, current string, tags []string) Choice {
-	return choose(p, current, tags, false)
+func Choose(p *ImagePolicy, current string, tags []string, opts ...Option) Choice {
+	return choose(p, current, tags, false, opts)
 }
 
-func choose(p *ImagePolicy, current string, tags []string, explain bool) Choice {
+// Option adds data a policy's ordering needs.
+type Option func(*selection)
+
+type selection struct {
+	pushed map[string]time.Time
+}
+
+// WithPushTimes gives the push time of each tag, for newestPushed. A tag
+// without one is passed over.
+func WithPushTimes(m map[string]time.Time) Option {
+	return func(s *selection) { s.pushed = m }
+}
+
+func choose(p *ImagePolicy, current string, tags []string, explain bool, opts []Option) Choice {
+	var sel selection
+	for _, o := range opts {
+		o(&sel)
+	}
 	ch := Choice{Current: current, Considered: len(tags)}
 	var best *candidate
 	var allowed []string
 	for _, tag := range tags {
-		c, why := p.admit(tag)
+		c, why := p.admit(tag, &sel)
 		if why != "" {
 			if explain {
 				ch.Rejected = append(ch.Rejected, Rejection{tag, why})
@@ -95,7 +115,7 @@ func choose(p *ImagePolicy, current string, tags []string, explain bool) Choice 
 	if current == "" || current == best.tag || p.Spec.AllowDowngrade {
 		return ch
 	}
-	cur, why := p.admit(current)
+	cur, why := p.admit(current, &sel)
 	if why != "" {
 		// The current tag is outside the policy (say "latest", or an
 		// older range): it is no floor, and moving to a policy tag is the point.
@@ -113,7 +133,7 @@ func choose(p *ImagePolicy, current string, tags []string, explain bool) Choice 
 }
 
 // admit runs the filters on tag and returns it as a candidate, or why not.
-func (p *ImagePolicy) admit(tag string) (*candidate, string) {
+func (p *ImagePolicy) admit(tag string, sel *selection) (*candidate, string) {
 	for i, re := range p.excludes {
 		if re.MatchString(tag) {
 			return nil, fmt.Sprintf("matches exclude[%d] %q", i, re.String())
@@ -149,6 +169,12 @@ func (p *ImagePolicy) admit(tag string) (*candidate, string) {
 			return nil, fmt.Sprintf("%q is not a number", c.key)
 		}
 		c.num = f
+	case o.NewestPushed != nil:
+		t, ok := sel.pushed[tag]
+		if !ok {
+			return nil, "no push time known"
+		}
+		c.pushed = t
 	}
 	return c, ""
 }
@@ -191,6 +217,8 @@ func (p *ImagePolicy) less(a, b *candidate) bool {
 		if o.Numerical.Order == "desc" {
 			c = -c
 		}
+	case o.NewestPushed != nil:
+		c = a.pushed.Compare(b.pushed)
 	default:
 		c = strings.Compare(a.key, b.key)
 		if o.Alphabetical.Order == "desc" {

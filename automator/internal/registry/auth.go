@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
@@ -15,9 +16,10 @@ import (
 	"driftless.dev/automator/internal/policy"
 )
 
-// ECRTokens gives credentials for an ECR registry.
+// ECRTokens gives credentials for an ECR registry, and push times.
 type ECRTokens interface {
 	Authenticator(ctx context.Context, req ecr.Request) (authn.Authenticator, error)
+	PushTimes(ctx context.Context, req ecr.Request, repository string) (map[string]time.Time, error)
 }
 
 // Credentials resolves the authenticator each policy asks for.
@@ -34,17 +36,11 @@ func (c *Credentials) For(ctx context.Context, p *policy.ImagePolicy) (authn.Aut
 	host := p.Repository().RegistryStr()
 	switch p.Spec.Auth.Provider {
 	case policy.AuthAWS:
-		if c.ECR == nil {
-			return nil, fmt.Errorf("policy %s asks for aws credentials, but the automator runs without AWS (--aws)", p.Key())
+		req, err := c.ecrRequest(p)
+		if err != nil {
+			return nil, err
 		}
-		account, region, _ := policy.ECRAccountRegion(host)
-		if p.Spec.Auth.Region != "" {
-			region = p.Spec.Auth.Region
-		}
-		if p.Spec.Auth.Account != "" {
-			account = p.Spec.Auth.Account
-		}
-		return c.ECR.Authenticator(ctx, ecr.Request{Host: host, Account: account, Region: region, RoleARN: p.Spec.Auth.RoleARN})
+		return c.ECR.Authenticator(ctx, req)
 	case policy.AuthDockerConfig:
 		path := p.Spec.Auth.DockerConfig
 		if !filepath.IsAbs(path) {
@@ -54,6 +50,30 @@ func (c *Credentials) For(ctx context.Context, p *policy.ImagePolicy) (authn.Aut
 	default:
 		return authn.Anonymous, nil
 	}
+}
+
+func (c *Credentials) ecrRequest(p *policy.ImagePolicy) (ecr.Request, error) {
+	if c.ECR == nil {
+		return ecr.Request{}, fmt.Errorf("policy %s asks for aws credentials, but the automator runs without AWS (--aws)", p.Key())
+	}
+	host := p.Repository().RegistryStr()
+	account, region, _ := policy.ECRAccountRegion(host)
+	if p.Spec.Auth.Region != "" {
+		region = p.Spec.Auth.Region
+	}
+	if p.Spec.Auth.Account != "" {
+		account = p.Spec.Auth.Account
+	}
+	return ecr.Request{Host: host, Account: account, Region: region, RoleARN: p.Spec.Auth.RoleARN}, nil
+}
+
+// PushTimes returns when each tag of p's repository was pushed (ECR only).
+func (c *Credentials) PushTimes(ctx context.Context, p *policy.ImagePolicy) (map[string]time.Time, error) {
+	req, err := c.ecrRequest(p)
+	if err != nil {
+		return nil, err
+	}
+	return c.ECR.PushTimes(ctx, req, p.Repository().RepositoryStr())
 }
 
 // dockerConfig is the part of ~/.docker/config.json (and of a Kubernetes

@@ -1,6 +1,6 @@
 // Package ecrtest is a local stand-in for the AWS ECR control API, which
 // cannot be reached from a test machine. It answers GetAuthorizationToken
-// the way ECR does (AWS JSON 1.1 protocol), so the real AWS SDK client is
+// and DescribeImages the way ECR does (AWS JSON 1.1 protocol), so the real AWS SDK client is
 // exercised end to end through its endpoint setting. Only the registry's
 // control API is stood in for: images are served by a real registry.
 package ecrtest
@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,9 +25,18 @@ type StandIn struct {
 	// SDK's credential chain reached the call.
 	AccessKeyID string
 
+	// Images are what DescribeImages reports, per repository name.
+	Images map[string][]Image
+
 	mu       sync.Mutex
 	calls    int
 	registry []string
+}
+
+// Image is one image of a repository: its tags and push time.
+type Image struct {
+	Tags     []string
+	PushedAt time.Time
 }
 
 // Calls returns how many tokens were handed out.
@@ -76,6 +86,8 @@ func (s *StandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"proxyEndpoint":      "https://" + r.Host,
 			}},
 		})
+	case "DescribeImages":
+		s.describeImages(w, r)
 	default:
 		awsError(w, http.StatusBadRequest, "UnknownOperationException", target+" is not implemented by the stand-in")
 	}
@@ -85,4 +97,43 @@ func awsError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"__type": code, "message": msg})
+}
+
+// describeImages pages through a repository's images as ECR does: at most
+// maxResults a page, continued with the nextToken it hands out.
+func (s *StandIn) describeImages(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		RepositoryName string `json:"repositoryName"`
+		MaxResults     int    `json:"maxResults"`
+		NextToken      string `json:"nextToken"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		awsError(w, http.StatusBadRequest, "InvalidParameterException", "bad request body")
+		return
+	}
+	imgs, ok := s.Images[in.RepositoryName]
+	if !ok {
+		awsError(w, http.StatusBadRequest, "RepositoryNotFoundException", "The repository with name '"+in.RepositoryName+"' does not exist")
+		return
+	}
+	start, _ := strconv.Atoi(in.NextToken)
+	size := in.MaxResults
+	if size <= 0 || size > 1000 {
+		size = 100
+	}
+	end := min(start+size, len(imgs))
+	details := []map[string]any{}
+	for _, img := range imgs[start:end] {
+		details = append(details, map[string]any{
+			"repositoryName": in.RepositoryName,
+			"imageTags":      img.Tags,
+			"imagePushedAt":  float64(img.PushedAt.UnixMilli()) / 1000,
+		})
+	}
+	out := map[string]any{"imageDetails": details}
+	if end < len(imgs) {
+		out["nextToken"] = strconv.Itoa(end)
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	_ = json.NewEncoder(w).Encode(out)
 }
