@@ -122,3 +122,34 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestOverSSH(t *testing.T) {
+	srv, _ := seeded(t, nil)
+	access, err := srv.EnableSSH(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	creds := gitrepo.Auth{SSHKeyFile: access.KeyFile, SSHKnownHosts: access.KnownHosts}
+	r, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "ssh"), access.URL("fleet"), "main", creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(r.Dir(), "app.yaml"), []byte("image: app:2.0.0\n"), 0o644)
+	h, err := r.Commit("over ssh", author, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if head, _ := srv.Head(ctx, "fleet", "main"); head != h.String() {
+		t.Fatalf("server main %s, pushed %s", head, h)
+	}
+	// A server whose key is not in known_hosts is refused.
+	os.WriteFile(access.KnownHosts, []byte("[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600)
+	_, err = gitrepo.Open(ctx, filepath.Join(t.TempDir(), "ssh2"), access.URL("fleet"), "main", creds)
+	if err == nil || !strings.Contains(err.Error(), "key") {
+		t.Fatalf("unknown host key: got %v, want a refusal", err)
+	}
+}

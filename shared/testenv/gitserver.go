@@ -38,6 +38,7 @@ type GitServer struct {
 	Auth *BasicAuth
 
 	srv      *http.Server
+	sshStop  func()
 	ownsDir  bool
 	stopOnce sync.Once
 }
@@ -177,6 +178,9 @@ func (g *GitServer) Stop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = g.srv.Shutdown(ctx)
+		if g.sshStop != nil {
+			g.sshStop()
+		}
 		if g.ownsDir {
 			os.RemoveAll(g.Root)
 		}
