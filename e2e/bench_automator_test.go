@@ -29,14 +29,7 @@ func BenchmarkAutomatorScan(b *testing.B) {
 	var policies, manifest strings.Builder
 	for i := range repos {
 		repo := fmt.Sprintf("team/app%03d", i)
-		if _, err := reg.PushImages(ctx, repo, "0.0.1"); err != nil {
-			b.Fatal(err)
-		}
-		tags := make([]string, 0, tagsPer-1)
-		for j := 2; j <= tagsPer; j++ { // j=1 would repeat the base tag 0.0.1
-			tags = append(tags, fmt.Sprintf("%d.%d.%d", j/100, (j/10)%10, j%10))
-		}
-		if err := reg.SeedTags(ctx, repo, "0.0.1", tags...); err != nil {
+		if err := reg.SeedSemverTags(ctx, repo, tagsPer); err != nil {
 			b.Fatal(err)
 		}
 		fmt.Fprintf(&policies, "---\napiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: app%03d}\nspec:\n  image: %s/%s\n  policy: {semver: {range: \"<9.0.0\"}}\n", i, reg.Host, repo)

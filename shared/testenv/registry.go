@@ -290,6 +290,20 @@ func (r *Registry) SeedTags(ctx context.Context, repo, from string, tags ...stri
 	return nil
 }
 
+// SeedSemverTags gives repo n tags, 0.0.1 (a pushed image) and then
+// 0.0.2 up to n as three digits (1000 is 10.0.0), all one manifest: a
+// repository of the size benchmarks scan.
+func (r *Registry) SeedSemverTags(ctx context.Context, repo string, n int) error {
+	if _, err := r.PushImages(ctx, repo, "0.0.1"); err != nil {
+		return err
+	}
+	tags := make([]string, 0, n-1)
+	for j := 2; j <= n; j++ {
+		tags = append(tags, fmt.Sprintf("%d.%d.%d", j/100, (j/10)%10, j%10))
+	}
+	return r.SeedTags(ctx, repo, "0.0.1", tags...)
+}
+
 // LogTail returns the end of the registry's log.
 func (r *Registry) LogTail() string {
 	if r.proc == nil {
