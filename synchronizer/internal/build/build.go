@@ -263,9 +263,9 @@ func (c *confined) Exists(p string) bool { return c.check(p) == nil && c.FileSys
 func (c *confined) IsDir(p string) bool  { return c.check(p) == nil && c.FileSystem.IsDir(p) }
 
 func (c *confined) Create(p string) (filesys.File, error) { return nil, errReadOnly }
-func (c *confined) Mkdir(string) error                   { return errReadOnly }
-func (c *confined) MkdirAll(string) error                { return errReadOnly }
-func (c *confined) RemoveAll(string) error               { return errReadOnly }
-func (c *confined) WriteFile(string, []byte) error       { return errReadOnly }
+func (c *confined) Mkdir(string) error                    { return errReadOnly }
+func (c *confined) MkdirAll(string) error                 { return errReadOnly }
+func (c *confined) RemoveAll(string) error                { return errReadOnly }
+func (c *confined) WriteFile(string, []byte) error        { return errReadOnly }
 
 var errReadOnly = errors.New("the checkout is read-only to the build")

@@ -41,7 +41,7 @@ const cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {
 func TestBaseAndOverlays(t *testing.T) {
 	root := tree(t, map[string]string{
 		"base/kustomization.yaml": base, "base/deploy.yaml": deploy, "base/cm.yaml": cm,
-		"clusters/dev/kustomization.yaml": "resources: [../../base]\nnamespace: dev\nimages:\n  - name: ghcr.io/org/web\n    newTag: 1.1.0\n",
+		"clusters/dev/kustomization.yaml":  "resources: [../../base]\nnamespace: dev\nimages:\n  - name: ghcr.io/org/web\n    newTag: 1.1.0\n",
 		"clusters/prod/kustomization.yaml": "resources: [../../base]\nnamespace: prod\npatches:\n  - target: {kind: Deployment, name: web}\n    patch: |-\n      - op: replace\n        path: /spec/replicas\n        value: 3\n",
 	})
 	dev, err := Build(root, "clusters/dev")
