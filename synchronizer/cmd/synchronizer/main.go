@@ -1,4 +1,5 @@
-// Command synchronizer: Pulls its branch of a Git repository and makes the cluster match it.
+// Command synchronizer pulls its branch of a Git repository and makes the
+// cluster match it.
 package main
 
 import (
@@ -6,21 +7,28 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"driftless.dev/shared/version"
+	"driftless.dev/synchronizer/internal/build"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-// run is main without the process: tests call it with their own arguments
-// and writers.
+// run is main without the process: tests call it with their own
+// arguments and writers.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := &cobra.Command{
 		Use:           "synchronizer",
@@ -28,13 +36,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// Subcommands arrive with the program's issue; until then the
-		// root prints its help.
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	root.AddCommand(buildCommand())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	return root.ExecuteContext(ctx)
+}
+
+func buildCommand() *cobra.Command {
+	var dir, path string
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Print the objects a checkout path renders to, as the synchronizer would apply them",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			objs, err := build.Build(dir, path)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			for i, o := range objs {
+				b, err := yaml.Marshal(o.Object)
+				if err != nil {
+					return fmt.Errorf("print %s %s: %w", o.GetKind(), o.GetName(), err)
+				}
+				if i > 0 {
+					fmt.Fprintln(w, "---")
+				}
+				_, _ = w.Write(b)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".", "the checkout")
+	cmd.Flags().StringVar(&path, "path", ".", "the folder inside the checkout to render (a kustomization, or plain YAML)")
+	return cmd
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,10 +20,30 @@ func TestVersionAndHelp(t *testing.T) {
 	if err := run(t.Context(), []string{"--help"}, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "Usage:") || !strings.Contains(out.String(), "synchronizer") {
+	if !strings.Contains(out.String(), "Usage:") || !strings.Contains(out.String(), "build") {
 		t.Fatalf("--help printed %q", out.String())
 	}
 	if err := run(t.Context(), []string{"--no-such-flag"}, &out, &out); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("unknown flag: got %v, want an error naming it", err)
+	}
+}
+
+func TestBuildPrintsTheRenderedObjects(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "dev"), 0o755)
+	os.WriteFile(filepath.Join(dir, "dev", "kustomization.yaml"), []byte("namespace: dev\nresources: [cm.yaml]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "dev", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"), 0o644)
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "dev"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if strings.Count(got, "namespace: dev") != 2 || strings.Count(got, "\n---\n") != 1 || !strings.Contains(got, "name: b") {
+		t.Fatalf("build printed:\n%s", got)
+	}
+	out.Reset()
+	err := run(t.Context(), []string{"build", "--dir", dir, "--path", "../.."}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "escapes the checkout") {
+		t.Fatalf("escaping path: got %v", err)
 	}
 }
