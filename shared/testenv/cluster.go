@@ -349,9 +349,6 @@ func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name stri
 	return cfg, nil
 }
 
-// CAPEM returns the cluster CA certificate in PEM.
-func (c *Cluster) CAPEM() []byte { return c.ca.certPEM }
-
 // LogTails returns the end of every component's log, for a failed test.
 func (c *Cluster) LogTails() string {
 	var b strings.Builder
@@ -359,15 +356,6 @@ func (c *Cluster) LogTails() string {
 		fmt.Fprintf(&b, "--- last lines of %s ---\n%s\n", p.logPath, tailFile(p.logPath, tailLines))
 	}
 	return b.String()
-}
-
-// PIDs returns the process ids of the components by name, for measuring.
-func (c *Cluster) PIDs() map[string]int {
-	m := make(map[string]int, len(c.procs))
-	for _, p := range c.procs {
-		m[p.name] = p.pid()
-	}
-	return m
 }
 
 // Stop ends every component, newest first, and removes the data folder if

@@ -201,8 +201,12 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 				return res, err
 			}
 			res.Base = base.String()
+			// Another writer may have moved the markers.
+			if current, err = a.currentTags(policies); err != nil {
+				return res, err
+			}
 		}
-		if err := a.decide(ctx, &res, policies, scanned); err != nil {
+		if err := a.decide(ctx, &res, policies, scanned, current); err != nil {
 			return res, err
 		}
 		if len(res.Changes) == 0 {
@@ -339,14 +343,10 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 	return out
 }
 
-// decide reads the current tags from the markers, chooses per policy, and
-// plans the edits and the message.
-func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned) error {
+// decide chooses per policy against the tags the markers hold (current),
+// and plans the edits and the message.
+func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
 	root := a.manifestRoot()
-	current, err := a.currentTags(policies)
-	if err != nil {
-		return err
-	}
 	res.Policies = res.Policies[:0]
 	images := map[string]update.Image{}
 	for _, p := range policies {

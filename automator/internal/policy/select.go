@@ -30,9 +30,6 @@ type Choice struct {
 	Kept bool
 }
 
-// Changed reports whether the choice moves the image away from Current.
-func (c Choice) Changed() bool { return c.Tag != "" && c.Tag != c.Current }
-
 // Rejection is one tag passed over and why.
 type Rejection struct {
 	Tag    string
