@@ -58,7 +58,8 @@ func (a Auth) String() string {
 	return "anonymous"
 }
 
-func (a Auth) method() (transport.AuthMethod, error) {
+// Method is the go-git transport auth for a; nil means anonymous.
+func (a Auth) Method() (transport.AuthMethod, error) {
 	switch {
 	case a.SSHKeyFile != "":
 		keys, err := gitssh.NewPublicKeysFromFile("git", a.SSHKeyFile, a.SSHKeyPassphrase)
@@ -96,7 +97,7 @@ type Repo struct {
 // Open returns the clone of url's branch in dir, cloning it if dir holds
 // none yet and reusing it (a warm clone) if it does.
 func Open(ctx context.Context, dir, url, branch string, auth Auth) (*Repo, error) {
-	am, err := auth.method()
+	am, err := auth.Method()
 	if err != nil {
 		return nil, err
 	}
