@@ -364,3 +364,5 @@ func TestDriftIsHealed(t *testing.T) {
 }
 
 func clusterConfig(t testing.TB) *rest.Config { return cluster.Config }
+
+func sleepMS(n int) { time.Sleep(time.Duration(n) * time.Millisecond) }
