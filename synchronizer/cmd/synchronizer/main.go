@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
 
 	"driftless.dev/shared/version"
@@ -19,27 +21,50 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
 // run is main without the process: tests call it with their own
-// arguments and writers.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// arguments, environment and writers.
+func run(ctx context.Context, args []string, env func(string) (string, bool), stdout, stderr io.Writer) error {
 	root := &cobra.Command{
-		Use:           "synchronizer",
-		Short:         "Pulls its branch of a Git repository and makes the cluster match it",
+		Use:   "synchronizer",
+		Short: "Pulls its branch of a Git repository and makes the cluster match it",
+		Long: `The synchronizer fetches one branch (or tag) of a Git repository, builds a path of it with
+Kustomize, validates the whole set with a server-side dry run, applies it with server-side
+apply, prunes what left Git, heals drift as soon as a watch shows it, and reports health and
+status in its ApplySet parent ConfigMap.
+
+Every flag can also be set by an environment variable: --repo-url is DRIFTLESS_REPO_URL.`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
-	root.AddCommand(buildCommand())
+	root.AddCommand(runCommand(), buildCommand(), diffCommand(), statusCommand(), suspendCommand(true), suspendCommand(false))
+	// Environment fallbacks, applied after the command line is parsed so
+	// an explicit flag always wins.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		var err error
+		cmd.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Changed || err != nil {
+				return
+			}
+			key := "DRIFTLESS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+			if v, ok := env(key); ok {
+				if e := f.Value.Set(v); e != nil {
+					err = fmt.Errorf("%s: %w", key, e)
+				}
+			}
+		})
+		return err
+	}
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -73,4 +98,19 @@ func buildCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", ".", "the checkout")
 	cmd.Flags().StringVar(&path, "path", ".", "the folder inside the checkout to render (a kustomization, or plain YAML)")
 	return cmd
+}
+
+// exitError carries a specific exit code (diff's "there is a difference").
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	if e, ok := err.(*exitError); ok {
+		return e.code
+	}
+	return 1
 }

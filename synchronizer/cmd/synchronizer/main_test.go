@@ -10,20 +10,20 @@ import (
 
 func TestVersionAndHelp(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"--version"}, &out, &out); err != nil {
+	if err := run(t.Context(), []string{"--version"}, noEnv, &out, &out); err != nil {
 		t.Fatal(err)
 	}
 	if got := out.String(); got != "synchronizer dev\n" {
 		t.Fatalf("--version printed %q", got)
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"--help"}, &out, &out); err != nil {
+	if err := run(t.Context(), []string{"--help"}, noEnv, &out, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "Usage:") || !strings.Contains(out.String(), "build") {
 		t.Fatalf("--help printed %q", out.String())
 	}
-	if err := run(t.Context(), []string{"--no-such-flag"}, &out, &out); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
+	if err := run(t.Context(), []string{"--no-such-flag"}, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("unknown flag: got %v, want an error naming it", err)
 	}
 }
@@ -34,7 +34,7 @@ func TestBuildPrintsTheRenderedObjects(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "dev", "kustomization.yaml"), []byte("namespace: dev\nresources: [cm.yaml]\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "dev", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"), 0o644)
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "dev"}, &out, &out); err != nil {
+	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "dev"}, noEnv, &out, &out); err != nil {
 		t.Fatal(err)
 	}
 	got := out.String()
@@ -42,8 +42,10 @@ func TestBuildPrintsTheRenderedObjects(t *testing.T) {
 		t.Fatalf("build printed:\n%s", got)
 	}
 	out.Reset()
-	err := run(t.Context(), []string{"build", "--dir", dir, "--path", "../.."}, &out, &out)
+	err := run(t.Context(), []string{"build", "--dir", dir, "--path", "../.."}, noEnv, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "escapes the checkout") {
 		t.Fatalf("escaping path: got %v", err)
 	}
 }
+
+func noEnv(string) (string, bool) { return "", false }

@@ -583,3 +583,80 @@ func NewForConfig(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, err
 	}
 	return New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), opts, log), nil
 }
+
+// Preview is one object as a dry run says it would become.
+type Preview struct {
+	Object Key
+	// Live is nil when the object does not exist yet.
+	Live, Merged *unstructured.Unstructured
+}
+
+// Preview validates objs like Apply and returns, for each, the live
+// object and the result of applying it, without writing anything. Kinds
+// of CRDs in the set that are not installed yet cannot be previewed and
+// are reported as problems.
+func (e *Engine) Preview(ctx context.Context, objs []*unstructured.Unstructured) ([]Preview, error) {
+	items, problems := e.prepare(objs)
+	if len(problems) > 0 {
+		return nil, &ValidationError{Problems: problems}
+	}
+	out := make([]Preview, len(items))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.opts.Concurrency)
+	for i, it := range items {
+		g.Go(func() error {
+			out[i].Object = it.key
+			if it.deferred {
+				mu.Lock()
+				problems = append(problems, Problem{Object: it.key.String(), Reason: "its CRD is not installed yet: apply the CRD first to preview it"})
+				mu.Unlock()
+				return nil
+			}
+			ri := e.resource(it.gvr, it.key.Namespace)
+			live, err := ri.Get(gctx, it.key.Name, metav1.GetOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("get %s: %w", it.key, err)
+			}
+			if err == nil {
+				out[i].Live = live
+			}
+			merged, err := ri.Apply(gctx, it.key.Name, it.obj, metav1.ApplyOptions{FieldManager: e.opts.FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				mu.Lock()
+				problems = append(problems, Problem{Object: it.key.String(), Reason: reason(err)})
+				mu.Unlock()
+				return nil
+			}
+			out[i].Merged = merged
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
+		return nil, &ValidationError{Problems: problems}
+	}
+	return out, nil
+}
+
+// Members returns the keys of the set's live members of the kinds gks.
+func (e *Engine) Members(ctx context.Context, gks []schema.GroupKind) ([]Key, error) {
+	var keys []Key
+	for _, gk := range gks {
+		m, err := e.mapper.RESTMapping(gk)
+		if err != nil {
+			continue
+		}
+		items, err := e.members(ctx, m.Resource)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", gk, err)
+		}
+		for i := range items {
+			keys = append(keys, keyOf(&items[i]))
+		}
+	}
+	return keys, nil
+}

@@ -162,3 +162,14 @@ func uniqueGKs(gks []schema.GroupKind) []schema.GroupKind {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Count is how many objects the prune deleted.
+func (r PruneReport) Count() int {
+	n := 0
+	for _, x := range r.Results {
+		if x.Action == Pruned {
+			n++
+		}
+	}
+	return n
+}

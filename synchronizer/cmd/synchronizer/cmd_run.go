@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"driftless.dev/shared/leader"
+	"driftless.dev/shared/logging"
+	"driftless.dev/shared/serve"
+	"driftless.dev/shared/version"
+	"driftless.dev/synchronizer/internal/apply"
+	"driftless.dev/synchronizer/internal/build"
+	"driftless.dev/synchronizer/internal/hook"
+	"driftless.dev/synchronizer/internal/inventory"
+	"driftless.dev/synchronizer/internal/metrics"
+	"driftless.dev/synchronizer/internal/reconcile"
+	"driftless.dev/synchronizer/internal/source"
+)
+
+func runCommand() *cobra.Command {
+	var cl clusterFlags
+	var src sourceFlags
+	var rc reconcile.Config
+	var opts apply.Options
+	var listen, secretFile, identity, logFormat, logLevel string
+	var elect, once bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			scfg, err := src.config()
+			if err != nil {
+				return err
+			}
+			rc.Path = src.path
+			if rc.Interval < time.Second {
+				return fmt.Errorf("--interval %s: at least 1s", rc.Interval)
+			}
+			var secret []byte
+			if secretFile != "" {
+				b, err := os.ReadFile(secretFile)
+				if err != nil {
+					return fmt.Errorf("--webhook-secret-file: %w", err)
+				}
+				secret = []byte(strings.TrimSpace(string(b)))
+			}
+			log, err := logging.New(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck
+			var l net.Listener
+			if !once {
+				// Bind first: a taken port is a start-up error, not a log line.
+				if l, err = net.Listen("tcp", listen); err != nil {
+					return fmt.Errorf("--listen %s: %w", listen, err)
+				}
+				defer l.Close()
+			}
+			cfg, err := cl.config()
+			if err != nil {
+				return err
+			}
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return fmt.Errorf("kubernetes client: %w", err)
+			}
+			parent := cl.parent()
+			opts.SetID, opts.Tenant, opts.FieldManager = parent.ID(), cl.tenant, "driftless"
+			eng, err := apply.NewForConfig(cfg, opts, log.Named("apply"))
+			if err != nil {
+				return err
+			}
+			s, err := source.New(scfg)
+			if err != nil {
+				return err
+			}
+			store := inventory.NewStore(cs, parent, "driftless/"+version.Version, "driftless")
+			events := newEvents(cs, parent)
+			defer events.stop()
+			reg := serve.NewRegistry()
+			m := metrics.New(reg)
+			rec := reconcile.New(rc, s, build.Build, eng, store, events, m, log.Named("reconcile"))
+			if once {
+				rep, err := rec.Pass(ctx)
+				if err != nil {
+					return err
+				}
+				st := rec.Status()
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s) %s; %d applied, %d unchanged\n", st.Revision, st.Phase, st.Reason, st.Message, rep.Applied, rep.Skipped+rep.Count(apply.Unchanged))
+				return nil
+			}
+
+			var el *leader.Elector
+			if elect {
+				if identity == "" {
+					identity, _ = os.Hostname()
+				}
+				if el, err = leader.New(cfg, parent.Namespace, "driftless-synchronizer-"+parent.Name, identity, leader.Timing{}, log.Named("leader")); err != nil {
+					return err
+				}
+			}
+			leading := func() bool { return el == nil || el.Leading() }
+			var started atomic.Bool
+			mux := serve.Mux(reg, func() error {
+				if leading() && !started.Load() {
+					return errors.New("first pass not done")
+				}
+				return nil
+			})
+			ref := "refs/heads/" + scfg.Branch
+			if scfg.Tag != "" {
+				ref = "refs/tags/" + scfg.Tag
+			}
+			mux.Handle("POST /hooks/git", &hook.Handler{Secret: secret, Ref: ref, Trigger: rec.Trigger, Leading: leading, Log: log.Named("hook")})
+			mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+				_, not := eng.Health(50)
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{
+					"leader": leading(), "status": rec.Status(), "unhealthy": not, "drifted": eng.Drifted(), "passes": rec.Passes(),
+				})
+			})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if err := serve.Serve(ctx, l, mux); err != nil {
+					log.Error("http server", zap.Error(err))
+				}
+			})
+			log.Info("synchronizer started", zap.String("listen", l.Addr().String()), zap.String("repository", scfg.URL),
+				zap.String("ref", ref), zap.String("path", rc.Path), zap.String("tenant", cl.tenant), zap.String("parent", parent.Namespace+"/"+parent.Name))
+			lead := func(ctx context.Context) {
+				go func() {
+					for ctx.Err() == nil && rec.Passes() == 0 {
+						time.Sleep(20 * time.Millisecond)
+					}
+					started.Store(true)
+				}()
+				rec.Run(ctx)
+			}
+			if el != nil {
+				el.Run(ctx, lead)
+			} else {
+				lead(ctx)
+			}
+			wg.Wait()
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	cl.flags(fs)
+	src.flags(fs)
+	fs.DurationVar(&rc.Interval, "interval", time.Minute, "how often to fetch when no webhook arrives")
+	fs.DurationVar(&rc.Resync, "resync", 30*time.Minute, "how often to re-apply every object regardless of what the watches say (0: never)")
+	fs.DurationVar(&rc.HealthTimeout, "health-timeout", 5*time.Minute, "how long objects may take to become healthy after an apply before the status says Stalled")
+	fs.BoolVar(&rc.AllowEmpty, "allow-empty", false, "let a render with no objects prune everything the synchronizer applied")
+	fs.IntVar(&opts.Concurrency, "concurrency", 16, "API requests in flight while applying")
+	fs.IntVar(&opts.MaxPrune, "max-prune", 100, "refuse a pass that would delete more objects than this (0: no limit)")
+	fs.BoolVar(&opts.AllowPruneProtected, "prune-protected", false, "let Namespaces, CRDs and PersistentVolumeClaims be pruned without their own driftless.dev/prune: enabled")
+	fs.BoolVar(&opts.Recreate, "recreate", false, "delete and re-create any object whose change hits an immutable field (default: only objects annotated driftless.dev/recreate: enabled)")
+	fs.StringVar(&opts.DefaultNamespace, "default-namespace", "default", "namespace for namespaced objects without one, outside tenant mode")
+	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz, /status and /hooks/git")
+	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the Git webhook secret (HMAC key; GitLab's token)")
+	fs.BoolVar(&elect, "leader-elect", false, "apply only while holding a Lease, so replicas never both apply")
+	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
+	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed)")
+	fs.StringVar(&logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// events records Kubernetes Events on the ApplySet parent ConfigMap, where
+// `kubectl describe configmap` shows them.
+type events struct {
+	b   record.EventBroadcaster
+	r   record.EventRecorder
+	ref *corev1.ObjectReference
+}
+
+func newEvents(cs kubernetes.Interface, p inventory.Parent) *events {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events(p.Namespace)})
+	return &events{
+		b:   b,
+		r:   b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "driftless-synchronizer"}),
+		ref: &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name},
+	}
+}
+
+func (e *events) Event(warning bool, reason, message string) {
+	t := corev1.EventTypeNormal
+	if warning {
+		t = corev1.EventTypeWarning
+	}
+	e.r.Event(e.ref, t, reason, message)
+}
+
+func (e *events) stop() { e.b.Shutdown() }
