@@ -50,6 +50,10 @@ type Cluster struct {
 
 	ca       *authority
 	procs    []*process
+	api      *process // restarted by StopAPIServer/StartAPIServer
+	apiBin   string
+	apiArgs  []string
+	mu       sync.Mutex
 	ownsDir  bool
 	stopOnce sync.Once
 }
@@ -117,8 +121,8 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	}
 
 	// kube-apiserver
-	api, err := c.start("kube-apiserver", bins["kube-apiserver"],
-		"--etcd-servers=http://"+hostPort(etcdPort),
+	c.apiBin = bins["kube-apiserver"]
+	c.apiArgs = []string{"--etcd-servers=http://"+hostPort(etcdPort),
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", apiPort),
 		"--cert-dir="+c.path("pki"),
 		"--tls-cert-file="+c.path("pki/apiserver.crt"), "--tls-private-key-file="+c.path("pki/apiserver.key"),
@@ -126,10 +130,12 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+c.path("pki/sa.pub"), "--service-account-signing-key-file="+c.path("pki/sa.key"),
 		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-		"--profiling=false", "--v=1")
+		"--profiling=false", "--v=1"}
+	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)
 	if err != nil {
 		return nil, err
 	}
+	c.api = api
 	c.Config = &rest.Config{
 		Host:            "https://" + hostPort(apiPort),
 		TLSClientConfig: c.tlsConfig("pki/admin.crt", "pki/admin.key"),
@@ -189,6 +195,31 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		return nil, err
 	}
 	return c, nil
+}
+
+// StopAPIServer stops the kube-apiserver alone (etcd keeps the data), so
+// a test can see what its clients do while it is away.
+func (c *Cluster) StopAPIServer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.api.stop(10 * time.Second)
+}
+
+// StartAPIServer starts the kube-apiserver again on the same port after
+// StopAPIServer and waits until it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)
+	if err != nil {
+		return err
+	}
+	c.api = api
+	adminHTTP, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		return err
+	}
+	return api.waitReady(ctx, 90*time.Second, httpOK(adminHTTP, c.Config.Host+"/readyz"))
 }
 
 func (c *Cluster) path(rel string) string { return filepath.Join(c.Dir, rel) }

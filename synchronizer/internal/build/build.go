@@ -72,11 +72,17 @@ func kustomize(root, dir string) ([]*unstructured.Unstructured, error) {
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range rm.Resources() {
-		m, err := r.Map()
+		// Through JSON, so numbers are int64/float64 as client-go expects
+		// (kyaml's Map gives int, which DeepCopy refuses).
+		b, err := r.MarshalJSON()
 		if err != nil {
 			return nil, fmt.Errorf("%w: kustomize build %s: %s: %v", ErrBuild, rel(root, dir), r.CurId(), err)
 		}
-		out = append(out, &unstructured.Unstructured{Object: m})
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, fmt.Errorf("%w: kustomize build %s: %s: %v", ErrBuild, rel(root, dir), r.CurId(), err)
+		}
+		out = append(out, u)
 	}
 	return out, nil
 }

@@ -1,0 +1,360 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/testenv"
+	"driftless.dev/synchronizer/internal/apply"
+	"driftless.dev/synchronizer/internal/build"
+	"driftless.dev/synchronizer/internal/inventory"
+	"driftless.dev/synchronizer/internal/metrics"
+	"driftless.dev/synchronizer/internal/reconcile"
+	"driftless.dev/synchronizer/internal/source"
+)
+
+var cluster *testenv.Cluster
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	dir, _ := os.MkdirTemp("", "reconcile-test-")
+	c, err := testenv.StartCluster(ctx, testenv.ClusterOptions{Dir: dir, Nodes: 1})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start the test cluster:", err)
+		os.Exit(1)
+	}
+	cluster = c
+	code := m.Run()
+	c.Stop()
+	if code == 0 {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+// recorder keeps the Events the loop emits.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) Event(warning bool, reason, message string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, reason+": "+message)
+}
+
+func (r *recorder) has(prefix string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if strings.HasPrefix(e, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+type fixture struct {
+	t      *testing.T
+	ns     string
+	srv    *testenv.GitServer
+	w      *gitrepo.Repo
+	cs     kubernetes.Interface
+	rec    *reconcile.Reconciler
+	store  *inventory.Store
+	events *recorder
+}
+
+func cm(ns, name, value string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, namespace: %s}\ndata: {v: %q}\n", name, ns, value)
+}
+
+// newFixture seeds a repository whose app/ folder is a kustomization of
+// files, and a reconciler following it.
+func newFixture(t *testing.T, files map[string]string, cfg reconcile.Config) *fixture {
+	t.Helper()
+	f := &fixture{t: t, ns: cluster.Namespace(t), events: &recorder{}}
+	f.srv = testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	for name, body := range files {
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(strings.ReplaceAll(body, "NS", f.ns)), 0o644)
+	}
+	if _, err := f.srv.Seed(t.Context(), "app", "main", src, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if f.w, err = gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "w"), f.srv.RepoURL("app"), "main", gitrepo.Auth{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := source.New(source.Config{URL: f.srv.RepoURL("app"), Branch: "main", Dir: filepath.Join(t.TempDir(), "checkout")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cs = kubernetes.NewForConfigOrDie(cluster.Config)
+	parent := inventory.Parent{Namespace: f.ns, Name: "driftless"}
+	eng, err := apply.NewForConfig(cluster.Config, apply.Options{SetID: parent.ID(), MaxPrune: 10}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store = inventory.NewStore(f.cs, parent, "driftless/test", "driftless")
+	if cfg.Path == "" {
+		cfg.Path = "app"
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Hour // passes come from Trigger only
+	}
+	f.rec = reconcile.New(cfg, s, build.Build, eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
+	return f
+}
+
+func (f *fixture) run() {
+	ctx, cancel := context.WithCancel(f.t.Context())
+	done := make(chan struct{})
+	go func() { f.rec.Run(ctx); close(done) }()
+	f.t.Cleanup(func() { cancel(); <-done })
+}
+
+// commit writes files (an empty body deletes) and pushes.
+func (f *fixture) commit(files map[string]string) string {
+	f.t.Helper()
+	ctx := f.t.Context()
+	if _, err := f.w.Sync(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	for name, body := range files {
+		p := filepath.Join(f.w.Dir(), name)
+		if body == "" {
+			os.Remove(p)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(strings.ReplaceAll(body, "NS", f.ns)), 0o644)
+	}
+	h, err := f.w.Commit("change", gitrepo.Signature{Name: "Dev", Email: "dev@example.com"}, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.w.Push(ctx, "main"); err != nil {
+		f.t.Fatal(err)
+	}
+	return h.String()
+}
+
+// until polls cond for up to 30s.
+func (f *fixture) until(what string, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			st, _ := f.store.Read(context.Background())
+			f.t.Fatalf("timed out waiting for %s; status %+v", what, st.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (f *fixture) value(name string) string {
+	c, err := f.cs.CoreV1().ConfigMaps(f.ns).Get(f.t.Context(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "<none>"
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c.Data["v"]
+}
+
+// stored is the status as kubectl reads it from the parent ConfigMap.
+func (f *fixture) stored() inventory.State {
+	st, err := f.store.Read(f.t.Context())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st
+}
+
+var base = map[string]string{
+	"app/kustomization.yaml": "resources: [a.yaml, b.yaml, web.yaml]\n",
+	"app/a.yaml":             cm("NS", "a", "1"),
+	"app/b.yaml":             cm("NS", "b", "1"),
+	"app/web.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: NS}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "web:1.0.0"}]}
+`,
+}
+
+func TestApplyChangePruneAndHeal(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	f.run()
+	head, _ := f.srv.Head(t.Context(), "app", "main")
+	f.until("Ready at the seeded commit", func() bool {
+		s := f.stored().Status
+		return s.Phase == inventory.Ready && s.LastAppliedRevision == "main@sha1:"+head
+	})
+	if f.value("a") != "1" || f.stored().Status.Objects != 3 {
+		t.Fatalf("first apply: a=%s status %+v", f.value("a"), f.stored().Status)
+	}
+	dep, _ := f.cs.AppsV1().Deployments(f.ns).Get(t.Context(), "web", metav1.GetOptions{})
+	if dep.Status.AvailableReplicas != 2 {
+		t.Fatalf("Ready before the Deployment rolled out: %+v", dep.Status)
+	}
+	st := f.stored()
+	if strings.Join(groupKinds(st), ",") != "ConfigMap,Deployment.apps" || !f.events.has("Applied: revision main@sha1:"+head) {
+		t.Fatalf("inventory %v, events %v", groupKinds(st), f.events.events)
+	}
+
+	// Change one object and remove another.
+	c := f.commit(map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/b.yaml": "", "app/kustomization.yaml": "resources: [a.yaml, web.yaml]\n"})
+	f.rec.Trigger()
+	f.until("the change applied", func() bool { return f.stored().Status.LastAppliedRevision == "main@sha1:"+c })
+	if f.value("a") != "2" || f.value("b") != "<none>" {
+		t.Fatalf("after commit: a=%s b=%s", f.value("a"), f.value("b"))
+	}
+	if s := f.stored().Status; s.Counts["pruned"] != 1 || s.Counts["configured"] != 1 {
+		t.Fatalf("counts %v", s.Counts)
+	}
+
+	// A manual edit is reverted without any pass.
+	passes := f.rec.Passes()
+	a, _ := f.cs.CoreV1().ConfigMaps(f.ns).Get(t.Context(), "a", metav1.GetOptions{})
+	a.Data["v"] = "edited by hand"
+	if _, err := f.cs.CoreV1().ConfigMaps(f.ns).Update(t.Context(), a, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.until("the edit reverted", func() bool { return f.value("a") == "2" })
+	if f.rec.Passes() != passes {
+		t.Fatal("healing drift took a full pass")
+	}
+	f.until("a DriftCorrected event", func() bool { return f.events.has("DriftCorrected: re-applied after a change outside Git: ConfigMap " + f.ns + "/a") })
+}
+
+func groupKinds(st inventory.State) []string {
+	var out []string
+	for _, gk := range st.GroupKinds {
+		out = append(out, gk.String())
+	}
+	return out
+}
+
+func TestBadCommitsApplyNothing(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{HealthTimeout: time.Minute})
+	f.run()
+	good, _ := f.srv.Head(t.Context(), "app", "main")
+	f.until("Ready", func() bool { return f.stored().Status.Phase == inventory.Ready })
+	cases := []struct {
+		name   string
+		files  map[string]string
+		reason string
+		msg    string
+	}{
+		{"invalid YAML", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "  bad: [indent\n"}, "BuildFailed", "a.yaml"},
+		{"unknown kind", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g, namespace: NS}\n"}, "ValidationFailed", "Gadget.example.com NS/g: unknown kind Gadget"},
+		{"dry-run rejection", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: NS}\nspec: {ports: [{port: 0}]}\n"}, "ValidationFailed", "Service NS/s: Service \"s\" is invalid"},
+		{"broken kustomization", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, missing.yaml]\n"}, "BuildFailed", "missing.yaml"},
+		{"path escape", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, ../../etc/passwd]\n"}, "BuildFailed", `resource "../../etc/passwd": escapes the checkout`},
+		{"empty render", map[string]string{"app/kustomization.yaml": "resources: []\n"}, "EmptyRender", "renders no objects"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f.t = t
+			bad := f.commit(c.files)
+			f.rec.Trigger()
+			f.until("Stalled at "+bad, func() bool {
+				s := f.stored().Status
+				return s.Phase == inventory.Stalled && s.Revision == "main@sha1:"+bad
+			})
+			s := f.stored().Status
+			if s.Reason != c.reason || !strings.Contains(s.Message, strings.ReplaceAll(c.msg, "NS", f.ns)) {
+				t.Fatalf("status %s: %s\nwant %s containing %q", s.Reason, s.Message, c.reason, c.msg)
+			}
+			if s.LastAppliedRevision != "main@sha1:"+good || f.value("a") != "1" || f.value("b") != "1" {
+				t.Fatalf("the last good state was not kept: applied %s, a=%s b=%s", s.LastAppliedRevision, f.value("a"), f.value("b"))
+			}
+			// Put the good tree back for the next case.
+			f.commit(base)
+		})
+	}
+	f.t = t
+	c := f.commit(map[string]string{"app/a.yaml": cm("NS", "a", "3")})
+	f.rec.Trigger()
+	f.until("a clean commit applies", func() bool { return f.stored().Status.LastAppliedRevision == "main@sha1:"+c && f.value("a") == "3" })
+}
+
+func TestSuspendAndResume(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	f.run()
+	f.until("Ready", func() bool { return f.stored().Status.Phase == inventory.Ready })
+	if err := f.store.SetSuspended(t.Context(), true); err != nil {
+		t.Fatal(err)
+	}
+	f.rec.Trigger()
+	f.until("Suspended", func() bool { return f.stored().Status.Phase == inventory.Suspended })
+	c := f.commit(map[string]string{"app/a.yaml": cm("NS", "a", "2")})
+	f.rec.Trigger()
+	time.Sleep(500 * time.Millisecond)
+	if f.value("a") != "1" {
+		t.Fatal("applied while suspended")
+	}
+	f.store.SetSuspended(t.Context(), false)
+	f.rec.Trigger()
+	f.until("resumed and applied", func() bool { return f.stored().Status.LastAppliedRevision == "main@sha1:"+c && f.value("a") == "2" })
+}
+
+// The API server goes away in the middle of a pass and comes back: the
+// next pass converges, and nothing is left half-owned.
+func TestAPIServerRestartMidPass(t *testing.T) {
+	files := map[string]string{"app/kustomization.yaml": "resources: [many.yaml]\n"}
+	var many strings.Builder
+	for i := range 300 {
+		many.WriteString(cm("NS", fmt.Sprintf("cm-%03d", i), "1") + "---\n")
+	}
+	files["app/many.yaml"] = many.String()
+	f := newFixture(t, files, reconcile.Config{})
+	passDone := make(chan error, 1)
+	go func() { _, err := f.rec.Pass(t.Context()); passDone <- err }()
+	// Stop once the pass has started writing.
+	f.until("the pass to start writing", func() bool {
+		l, err := f.cs.CoreV1().ConfigMaps(f.ns).List(t.Context(), metav1.ListOptions{LabelSelector: apply.PartOfLabel})
+		return err == nil && len(l.Items) > 0
+	})
+	cluster.StopAPIServer()
+	err := <-passDone
+	if err == nil {
+		t.Log("the pass finished before the API server stopped")
+	}
+	if err := cluster.StartAPIServer(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.run()
+	f.until("converged after the restart", func() bool {
+		s := f.stored().Status
+		return s.Phase == inventory.Ready && s.Objects == 300
+	})
+	l, _ := f.cs.CoreV1().ConfigMaps(f.ns).List(t.Context(), metav1.ListOptions{LabelSelector: apply.PartOfLabel})
+	if len(l.Items) != 300 {
+		t.Fatalf("%d members after convergence, want 300", len(l.Items))
+	}
+}
