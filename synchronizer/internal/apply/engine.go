@@ -150,8 +150,10 @@ func (r Report) Count(a Action) int {
 // confined to the tenant, dry-run on the server); if any object fails,
 // nothing is written and a *ValidationError lists them. Objects whose
 // desired form is unchanged and whose live copy nobody touched since the
-// last apply cost no request, unless force.
-func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, force bool) (Report, error) {
+// last apply cost no request, unless force. before, if not nil, runs once
+// the set is valid and before anything is written (the caller records its
+// inventory there, so a crash mid-apply leaves nothing it cannot find).
+func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, force bool, before func() error) (Report, error) {
 	items, problems := e.prepare(objs)
 	if len(problems) > 0 {
 		return Report{}, &ValidationError{Problems: problems}
@@ -178,6 +180,11 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, f
 	}
 	if p := e.dryRun(ctx, todo, newNS); len(p) > 0 {
 		return rep, &ValidationError{Problems: p}
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return rep, err
+		}
 	}
 	first := slices.DeleteFunc(slices.Clone(todo), func(it *item) bool { return !stageOne(it.key) })
 	rest := slices.DeleteFunc(slices.Clone(todo), func(it *item) bool { return stageOne(it.key) })

@@ -120,7 +120,7 @@ func TestApplyChangeAndNoOp(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
 	ctx := t.Context()
-	rep, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false)
+	rep, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +136,12 @@ func TestApplyChangeAndNoOp(t *testing.T) {
 	}
 	// Unchanged: no request at all.
 	before := e.Requests()
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false)
+	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false, nil)
 	if err != nil || rep.Skipped != 3 || e.Requests() != before {
 		t.Fatalf("no-op pass: %+v %v, %d requests", rep, err, e.Requests()-before)
 	}
 	// One change: one dry run and one apply.
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), false)
+	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestApplyChangeAndNoOp(t *testing.T) {
 	}
 	// Forced (the resync): everything applied, reported unchanged (the
 	// Deployment's rollout may move its resourceVersion meanwhile).
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), true)
+	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), true, nil)
 	if a := actions(rep); err != nil || a["ConfigMap/settings"] != apply.Unchanged || a["Service/web"] != apply.Unchanged || rep.Skipped != 0 {
 		t.Fatalf("forced pass: %v %v", actions(rep), err)
 	}
@@ -184,7 +184,7 @@ metadata: {namespace: ` + ns + `}`, "ConfigMap " + ns + "/(no name): apiVersion,
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.Apply(ctx, objs(t, good+"\n---\n"+c.doc), false)
+			_, err := e.Apply(ctx, objs(t, good+"\n---\n"+c.doc), false, nil)
 			var ve *apply.ValidationError
 			if !errors.As(err, &ve) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v\nwant a ValidationError containing %q", err, c.want)
@@ -225,7 +225,7 @@ kind: Widget
 metadata: {name: w, namespace: ` + ns + `-new}
 spec: {size: 3}
 `
-	rep, err := e.Apply(t.Context(), objs(t, set), false)
+	rep, err := e.Apply(t.Context(), objs(t, set), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,16 +252,16 @@ spec:
     metadata: {labels: {app: ` + sel + `}}
     spec: {containers: [{name: c, image: "api:1"}]}`
 	}
-	if _, err := e.Apply(ctx, objs(t, dep("api", "")), false); err != nil {
+	if _, err := e.Apply(ctx, objs(t, dep("api", "")), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	depGVR := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	before, _ := get(t, dyn, depGVR, ns, "api")
-	_, err := e.Apply(ctx, objs(t, dep("api2", "")), false)
+	_, err := e.Apply(ctx, objs(t, dep("api2", "")), false, nil)
 	if err == nil || !strings.Contains(err.Error(), "spec.selector: field is immutable") || !strings.Contains(err.Error(), apply.RecreateAnnotation+": enabled") {
 		t.Fatalf("immutable change without opt-in: %v", err)
 	}
-	rep, err := e.Apply(ctx, objs(t, dep("api2", ", annotations: {"+apply.RecreateAnnotation+": enabled}")), false)
+	rep, err := e.Apply(ctx, objs(t, dep("api2", ", annotations: {"+apply.RecreateAnnotation+": enabled}")), false, nil)
 	if err != nil || actions(rep)["Deployment/api"] != apply.Recreated {
 		t.Fatalf("with opt-in: %v %v", actions(rep), err)
 	}
@@ -287,7 +287,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: ` + ns + `-admin}
 `
-	_, err := e.Apply(t.Context(), objs(t, set), false)
+	_, err := e.Apply(t.Context(), objs(t, set), false, nil)
 	for _, want := range []string{
 		`ConfigMap ` + other + `/theirs: namespace "` + other + `" is outside this synchronizer's namespace "` + ns + `"`,
 		`ClusterRole.rbac.authorization.k8s.io ` + ns + `-admin: cluster-scoped objects are not allowed in tenant mode`,
@@ -299,7 +299,7 @@ metadata: {name: ` + ns + `-admin}
 	if _, err := get(t, dyn, cmGVR, ns, "mine"); !apierrors.IsNotFound(err) {
 		t.Fatalf("part of a refused set was applied: %v", err)
 	}
-	rep, err := e.Apply(t.Context(), objs(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\n"), false)
+	rep, err := e.Apply(t.Context(), objs(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\n"), false, nil)
 	if err != nil || rep.Results[0].Object.Namespace != ns {
 		t.Fatalf("object without a namespace goes to the tenant's: %+v %v", rep, err)
 	}
@@ -321,7 +321,7 @@ func TestDriftIsHealed(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
 	ctx := t.Context()
-	if _, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1")), false); err != nil {
+	if _, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1")), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	e.Watch(ctx)

@@ -20,7 +20,7 @@ var (
 
 func keys(t testing.TB, e *apply.Engine, set string) map[apply.Key]bool {
 	t.Helper()
-	rep, err := e.Apply(t.Context(), objs(t, set), false)
+	rep, err := e.Apply(t.Context(), objs(t, set), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

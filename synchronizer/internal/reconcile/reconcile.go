@@ -246,15 +246,21 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 	inv := st
 	inv.GroupKinds = union(st.GroupKinds, gks)
 	inv.Namespaces = unionStrings(st.Namespaces, nss)
-	if err := r.writeInventory(ctx, inv); err != nil {
-		return rep, prep, rev, &failure{"InventoryFailed", err}
-	}
-	rep, err = r.eng.Apply(ctx, r.objs, force)
+	invErr := errors.New("inventory")
+	rep, err = r.eng.Apply(ctx, r.objs, force, func() error {
+		if err := r.writeInventory(ctx, inv); err != nil {
+			return fmt.Errorf("%w: %w", invErr, err)
+		}
+		return nil
+	})
 	r.eng.Watch(context.WithoutCancel(ctx))
 	if err != nil {
 		var ve *apply.ValidationError
-		if errors.As(err, &ve) {
+		switch {
+		case errors.As(err, &ve):
 			return rep, prep, rev, &failure{"ValidationFailed", err}
+		case errors.Is(err, invErr):
+			return rep, prep, rev, &failure{"InventoryFailed", err}
 		}
 		return rep, prep, rev, &failure{"ApplyFailed", err}
 	}
