@@ -105,7 +105,7 @@ func runCommand() *cobra.Command {
 					return err
 				}
 				st := rec.Status()
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s) %s; %d applied, %d unchanged\n", st.Revision, st.Phase, st.Reason, st.Message, rep.Applied, rep.Skipped+rep.Count(apply.Unchanged))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s) %s; %d applied, %d unchanged\n", st.Revision, st.Phase, st.Reason, st.Message, rep.Applied, rep.Count(apply.Unchanged))
 				return nil
 			}
 

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/version"
 	"driftless.dev/synchronizer/internal/inventory"
 	"driftless.dev/synchronizer/internal/source"
 )
@@ -22,12 +23,19 @@ type clusterFlags struct {
 	tenant     string
 	system     string
 	name       string
+	qps        float32
+	burst      int
 }
 
 func (c *clusterFlags) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig to use outside a cluster (default: in-cluster, then $KUBECONFIG)")
 	fs.StringVar(&c.tenant, "namespace", "", "tenant mode: confine every object to this namespace, which also holds the status and Lease")
 	fs.StringVar(&c.system, "system-namespace", "driftless-system", "namespace of the status ConfigMap and Lease outside tenant mode")
+	// The bound on requests in flight (--concurrency) is the real throttle,
+	// and the API server's priority and fairness protects it; client-go's
+	// default of 5 per second would make 1,000 objects take minutes.
+	fs.Float32Var(&c.qps, "kube-api-qps", 1000, "client-side limit of API requests per second")
+	fs.IntVar(&c.burst, "kube-api-burst", 2000, "client-side burst of API requests")
 	fs.StringVar(&c.name, "name", "driftless", "name of this synchronizer: its status (ApplySet parent) ConfigMap and Lease are named after it")
 }
 
@@ -40,6 +48,16 @@ func (c *clusterFlags) parent() inventory.Parent {
 }
 
 func (c *clusterFlags) config() (*rest.Config, error) {
+	cfg, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = c.qps, c.burst
+	cfg.UserAgent = "driftless-synchronizer/" + version.Version
+	return cfg, nil
+}
+
+func (c *clusterFlags) load() (*rest.Config, error) {
 	if c.kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 		if err != nil {

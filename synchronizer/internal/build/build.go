@@ -6,6 +6,7 @@ package build
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +16,8 @@ import (
 	"sort"
 	"strings"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
@@ -42,6 +43,9 @@ func Build(root, path string) ([]*unstructured.Unstructured, error) {
 		return nil, fmt.Errorf("%w: path %q is not a folder of the checkout", ErrBuild, path)
 	}
 	if kustomization(dir) != "" {
+		if objs, ok, err := simple(rootAbs, dir); ok || err != nil {
+			return objs, err
+		}
 		return kustomize(rootAbs, dir)
 	}
 	return plain(rootAbs, dir)
@@ -158,39 +162,64 @@ func plain(root, dir string) ([]*unstructured.Unstructured, error) {
 	sort.Strings(files)
 	var out []*unstructured.Unstructured
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		objs, err := decodeFile(root, f)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBuild, err)
+			return nil, err
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for i := 1; ; i++ {
-			var m map[string]any
-			err := dec.Decode(&m)
-			if errors.Is(err, io.EOF) {
-				break
-			}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+// decodeFile reads the objects of one YAML or JSON file (several
+// documents, or a List).
+func decodeFile(root, f string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	var out []*unstructured.Unstructured
+	// YAML 1.2, as Kustomize reads it: `n`, `on` and `yes` stay strings.
+	dec := yamlv3.NewDecoder(bytes.NewReader(data))
+	for i := 1; ; i++ {
+		var doc any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
+		}
+		if doc == nil {
+			continue
+		}
+		// Through JSON, so values have the types client-go expects.
+		j, err := json.Marshal(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(j, &m); err != nil {
+			return nil, fmt.Errorf("%w: %s: document %d: not a mapping", ErrBuild, rel(root, f), i)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.IsList() {
+			l, err := u.ToList()
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
 			}
-			if len(m) == 0 {
-				continue
+			for j := range l.Items {
+				out = append(out, &l.Items[j])
 			}
-			u := &unstructured.Unstructured{Object: m}
-			if u.IsList() {
-				l, err := u.ToList()
-				if err != nil {
-					return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
-				}
-				for j := range l.Items {
-					out = append(out, &l.Items[j])
-				}
-				continue
-			}
-			if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
-				return nil, fmt.Errorf("%w: %s: document %d: want apiVersion, kind and metadata.name", ErrBuild, rel(root, f), i)
-			}
-			out = append(out, u)
+			continue
 		}
+		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("%w: %s: document %d: want apiVersion, kind and metadata.name", ErrBuild, rel(root, f), i)
+		}
+		out = append(out, u)
 	}
 	return out, nil
 }

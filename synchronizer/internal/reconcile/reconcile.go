@@ -221,7 +221,10 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		})
 		return rep, prep, source.Revision{}, &failure{"Suspended", errors.New("suspended")}
 	}
+	var took timings
+	t0 := time.Now()
 	rev, err := r.src.Fetch(ctx)
+	took.fetch = time.Since(t0)
 	if err != nil {
 		reason := "FetchFailed"
 		if errors.Is(err, source.ErrUntrusted) {
@@ -230,7 +233,9 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		return rep, prep, rev, &failure{reason, err}
 	}
 	if rev.Tree != r.tree || r.objs == nil {
+		t0 := time.Now()
 		objs, err := r.build(rev.Dir, r.cfg.Path)
+		took.build = time.Since(t0)
 		if err != nil {
 			return rep, prep, rev, &failure{"BuildFailed", err}
 		}
@@ -247,6 +252,8 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 	inv.GroupKinds = union(st.GroupKinds, gks)
 	inv.Namespaces = unionStrings(st.Namespaces, nss)
 	invErr := errors.New("inventory")
+	t0 = time.Now()
+	defer func() { took.apply = time.Since(t0) - took.prune }()
 	rep, err = r.eng.Apply(ctx, r.objs, force, func() error {
 		if err := r.writeInventory(ctx, inv); err != nil {
 			return fmt.Errorf("%w: %w", invErr, err)
@@ -272,7 +279,9 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		for _, x := range rep.Results {
 			keep[x.Object] = true
 		}
+		tp := time.Now()
 		prep, err = r.eng.Prune(ctx, inv.GroupKinds, keep)
+		took.prune = time.Since(tp)
 		inv.GroupKinds = union(gks, prep.Remaining)
 		inv.Namespaces = nss
 		if werr := r.writeInventory(ctx, inv); werr != nil && err == nil {
@@ -292,8 +301,10 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		r.appliedAt = time.Now()
 		r.metrics.LastApplied.SetToCurrentTime()
 		r.events.Event(false, "Applied", summary(rev, rep, prep))
+		took.apply = time.Since(t0) - took.prune
 		r.log.Info("applied", zap.String("revision", rev.String()), zap.Int("applied", rep.Applied),
-			zap.Int("unchanged", rep.Skipped+rep.Count(apply.Unchanged)), zap.Int("pruned", prep.Count()))
+			zap.Duration("fetch", took.fetch), zap.Duration("build", took.build), zap.Duration("apply", took.apply), zap.Duration("prune", took.prune),
+			zap.Int("unchanged", rep.Count(apply.Unchanged)), zap.Int("pruned", prep.Count()))
 	}
 	r.metrics.Managed.Set(float64(len(r.objs)))
 	r.setStatus(ctx, func(s *inventory.Status) {
@@ -305,6 +316,9 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 	})
 	return rep, prep, rev, nil
 }
+
+// timings of a pass's phases, for the log.
+type timings struct{ fetch, build, apply, prune time.Duration }
 
 func b2f(b bool) float64 {
 	if b {
