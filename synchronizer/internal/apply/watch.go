@@ -47,8 +47,27 @@ func (e *Engine) follow(ctx context.Context, gvr schema.GroupVersionResource) {
 	rv := ""
 	for ctx.Err() == nil {
 		if rv == "" {
-			list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: sel})
+			// Page by page, so a large set never sits decoded in memory
+			// at once; only keys are kept to find what went missing.
+			present := map[Key]bool{}
+			opts := metav1.ListOptions{LabelSelector: sel, Limit: 250}
+			var err error
+			for {
+				var list *unstructured.UnstructuredList
+				if list, err = ri.List(ctx, opts); err != nil {
+					break
+				}
+				for i := range list.Items {
+					present[keyOf(&list.Items[i])] = true
+					e.observe(watch.Modified, &list.Items[i])
+				}
+				rv = list.GetResourceVersion()
+				if opts.Continue = list.GetContinue(); opts.Continue == "" {
+					break
+				}
+			}
 			if err != nil {
+				rv = ""
 				log.Debug("list for watch", zap.Error(err))
 				if !sleep(ctx, backoff) {
 					return
@@ -56,11 +75,7 @@ func (e *Engine) follow(ctx context.Context, gvr schema.GroupVersionResource) {
 				backoff = min(backoff*2, 10*time.Second)
 				continue
 			}
-			for i := range list.Items {
-				e.observe(watch.Modified, &list.Items[i])
-			}
-			e.missing(gvr, list.Items)
-			rv = list.GetResourceVersion()
+			e.missing(gvr, present)
 		}
 		w, err := ri.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true})
 		if err != nil {
@@ -139,11 +154,7 @@ func (e *Engine) observe(t watch.EventType, live *unstructured.Unstructured) {
 
 // missing marks managed objects of gvr that a fresh list did not return:
 // they were deleted (or unlabelled) while the watch was down.
-func (e *Engine) missing(gvr schema.GroupVersionResource, items []unstructured.Unstructured) {
-	present := make(map[Key]bool, len(items))
-	for i := range items {
-		present[keyOf(&items[i])] = true
-	}
+func (e *Engine) missing(gvr schema.GroupVersionResource, present map[Key]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k, m := range e.objs {
