@@ -129,7 +129,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		"--client-ca-file="+c.path("pki/ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+c.path("pki/sa.pub"), "--service-account-signing-key-file="+c.path("pki/sa.key"),
-		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true",
 		"--profiling=false", "--v=1"}
 	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)
 	if err != nil {
