@@ -122,13 +122,13 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 
 	// kube-apiserver
 	c.apiBin = bins["kube-apiserver"]
-	c.apiArgs = []string{"--etcd-servers=http://"+hostPort(etcdPort),
+	c.apiArgs = []string{"--etcd-servers=http://" + hostPort(etcdPort),
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", apiPort),
-		"--cert-dir="+c.path("pki"),
-		"--tls-cert-file="+c.path("pki/apiserver.crt"), "--tls-private-key-file="+c.path("pki/apiserver.key"),
-		"--client-ca-file="+c.path("pki/ca.crt"),
+		"--cert-dir=" + c.path("pki"),
+		"--tls-cert-file=" + c.path("pki/apiserver.crt"), "--tls-private-key-file=" + c.path("pki/apiserver.key"),
+		"--client-ca-file=" + c.path("pki/ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+c.path("pki/sa.pub"), "--service-account-signing-key-file="+c.path("pki/sa.key"),
+		"--service-account-key-file=" + c.path("pki/sa.pub"), "--service-account-signing-key-file=" + c.path("pki/sa.key"),
 		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true",
 		"--profiling=false", "--v=1"}
 	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)

@@ -43,8 +43,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-
-
 // objs parses multi-document YAML.
 func objs(t testing.TB, docs string) []*unstructured.Unstructured {
 	t.Helper()

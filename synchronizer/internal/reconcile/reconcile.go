@@ -76,7 +76,7 @@ type Reconciler struct {
 	tree       string
 	lastResync time.Time
 	appliedAt  time.Time
-	pending    bool // a prune or apply is still owed
+	pending    bool            // a prune or apply is still owed
 	written    inventory.State // what the parent holds
 	loaded     bool
 

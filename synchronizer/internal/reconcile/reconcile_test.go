@@ -248,7 +248,9 @@ func TestApplyChangePruneAndHeal(t *testing.T) {
 	if f.rec.Passes() != passes {
 		t.Fatal("healing drift took a full pass")
 	}
-	f.until("a DriftCorrected event", func() bool { return f.events.has("DriftCorrected: re-applied after a change outside Git: ConfigMap " + f.ns + "/a") })
+	f.until("a DriftCorrected event", func() bool {
+		return f.events.has("DriftCorrected: re-applied after a change outside Git: ConfigMap " + f.ns + "/a")
+	})
 }
 
 func groupKinds(st inventory.State) []string {
