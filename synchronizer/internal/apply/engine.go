@@ -7,6 +7,7 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,9 +23,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 )
@@ -71,6 +74,7 @@ type entry struct {
 // Engine applies sets of objects to one cluster.
 type Engine struct {
 	dyn    dynamic.Interface
+	raw    rest.Interface // server-side apply, answered with metadata only
 	mapper meta.ResettableRESTMapper
 	opts   Options
 	log    *zap.Logger
@@ -122,6 +126,7 @@ type item struct {
 	namespaced bool
 	obj        *unstructured.Unstructured
 	hash       uint64
+	body       []byte // the JSON applied
 	deferred   bool   // its kind or namespace comes with the set
 	prevRV     string // from the dry run: "" when it will be created
 	recreate   bool
@@ -295,12 +300,12 @@ func (e *Engine) prepare(objs []*unstructured.Unstructured) ([]*item, []Problem)
 		}
 		labels[PartOfLabel] = e.opts.SetID
 		o.SetLabels(labels)
-		h, err := hashOf(o)
+		body, err := o.MarshalJSON()
 		if err != nil {
 			problems = append(problems, Problem{Object: it.key.String(), Reason: err.Error()})
 			continue
 		}
-		it.hash = h
+		it.hash, it.body = hashOf(body), body
 		items = append(items, it)
 	}
 	return items, problems
@@ -351,9 +356,7 @@ func (e *Engine) dryRun(ctx context.Context, items []*item, newNS map[string]boo
 			continue
 		}
 		g.Go(func() error {
-			live, err := e.resource(it.gvr, it.key.Namespace).Apply(gctx, it.key.Name, it.obj,
-				metav1.ApplyOptions{FieldManager: e.opts.FieldManager, Force: true, DryRun: []string{metav1.DryRunAll}})
-			e.count()
+			live, err := e.ssa(gctx, it, true)
 			if err == nil {
 				// Empty for an object that does not exist yet.
 				it.prevRV = live.GetResourceVersion()
@@ -449,8 +452,7 @@ func (e *Engine) applyOne(ctx context.Context, it *item) (Action, error) {
 		}
 		act, it.prevRV = Recreated, ""
 	}
-	live, err := ri.Apply(ctx, it.key.Name, it.obj, metav1.ApplyOptions{FieldManager: e.opts.FieldManager, Force: true})
-	e.count()
+	live, err := e.ssa(ctx, it, false)
 	if err != nil {
 		return Failed, err
 	}
@@ -588,7 +590,15 @@ func NewForConfig(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, err
 	if err != nil {
 		return nil, fmt.Errorf("discovery client: %w", err)
 	}
-	return New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), opts, log), nil
+	rc := rest.CopyConfig(cfg)
+	rc.APIPath, rc.GroupVersion, rc.NegotiatedSerializer = "/", &schema.GroupVersion{}, scheme.Codecs.WithoutConversion()
+	raw, err := rest.RESTClientFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("REST client: %w", err)
+	}
+	e := New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), opts, log)
+	e.raw = raw
+	return e, nil
 }
 
 // Preview is one object as a dry run says it would become.
@@ -666,4 +676,59 @@ func (e *Engine) Members(ctx context.Context, gks []schema.GroupKind) ([]Key, er
 		}
 	}
 	return keys, nil
+}
+
+// partialMetadata asks the API server to answer with the object's
+// metadata only: a pass needs the resourceVersion, and decoding 1,000
+// whole objects (managed fields and all) twice per cold apply costs the
+// client, on the same CPUs as the API server, as much as the requests.
+const partialMetadata = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+// ssa server-side-applies one item (or dry-runs it) and returns the
+// object's identity, metadata and kind: enough for its resourceVersion
+// and a first kstatus (the watch brings the rest).
+func (e *Engine) ssa(ctx context.Context, it *item, dryRun bool) (*unstructured.Unstructured, error) {
+	path := "/apis/" + it.gvr.Group + "/" + it.gvr.Version
+	if it.gvr.Group == "" {
+		path = "/api/" + it.gvr.Version
+	}
+	if it.key.Namespace != "" {
+		path += "/namespaces/" + it.key.Namespace
+	}
+	if it.body == nil {
+		b, err := it.obj.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		it.body = b
+	}
+	req := e.raw.Patch(types.ApplyPatchType).AbsPath(path, it.gvr.Resource, it.key.Name).
+		Param("fieldManager", e.opts.FieldManager).Param("force", "true").
+		SetHeader("Accept", partialMetadata).Body(it.body)
+	if dryRun {
+		req = req.Param("dryRun", metav1.DryRunAll)
+	}
+	raw, err := req.DoRaw(ctx)
+	e.count()
+	if err != nil {
+		// The answer is a Status; decode it ourselves, whatever the
+		// negotiated content type, so the reason reaches the user.
+		var st metav1.Status
+		if json.Unmarshal(raw, &st) == nil && st.Kind == "Status" {
+			return nil, &apierrors.StatusError{ErrStatus: st}
+		}
+		return nil, err
+	}
+	var pm metav1.PartialObjectMetadata
+	if err := json.Unmarshal(raw, &pm); err != nil {
+		return nil, fmt.Errorf("decode the API server's answer: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetAPIVersion(it.obj.GetAPIVersion())
+	u.SetKind(it.obj.GetKind())
+	u.SetName(pm.Name)
+	u.SetNamespace(pm.Namespace)
+	u.SetResourceVersion(pm.ResourceVersion)
+	u.SetGeneration(pm.Generation)
+	return u, nil
 }

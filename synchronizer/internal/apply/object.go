@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"reflect"
@@ -93,14 +92,10 @@ func (e *ValidationError) Error() string {
 	return b.String()
 }
 
-func hashOf(u *unstructured.Unstructured) (uint64, error) {
-	b, err := json.Marshal(u.Object)
-	if err != nil {
-		return 0, err
-	}
+func hashOf(body []byte) uint64 {
 	h := fnv.New64a()
-	h.Write(b)
-	return h.Sum64(), nil
+	h.Write(body)
+	return h.Sum64()
 }
 
 // subset reports whether every field of want is in have with the same
