@@ -31,7 +31,10 @@ var ErrBuild = errors.New("render failed")
 
 // Build renders root/path, where root is the checkout.
 func Build(root, path string) ([]*unstructured.Unstructured, error) {
-	rootAbs, err := filepath.EvalSymlinks(root)
+	rootAbs, err := filepath.Abs(root)
+	if err == nil {
+		rootAbs, err = filepath.EvalSymlinks(rootAbs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: checkout %s: %v", ErrBuild, root, err)
 	}

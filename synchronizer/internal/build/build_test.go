@@ -150,3 +150,16 @@ func TestPathEscapeIsRefused(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A relative checkout path (build --dir .) works like an absolute one.
+func TestRelativeCheckout(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "app"), 0o755)
+	os.WriteFile(filepath.Join(dir, "app", "kustomization.yaml"), []byte("namePrefix: x-\nresources: [cm.yaml]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "app", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"), 0o644)
+	t.Chdir(dir)
+	objs, err := Build(".", "app")
+	if err != nil || len(objs) != 1 || objs[0].GetName() != "x-a" {
+		t.Fatalf("relative checkout: %v %v", objs, err)
+	}
+}
