@@ -107,11 +107,21 @@ env-down: ## stop the environment env-up started and remove its files
 
 ## ---- the product, end to end
 
-demo: ## bring everything up and show the loop working
-	@echo "make demo arrives with the automator and synchronizer pair (the end-to-end issue)."
-	@echo "Until then: 'make env-up' starts the test environment, 'make test' runs every test."
+DEMO_DIR     := $(ROOT)/.tools/demo
 
-demo-down: env-down ## stop what demo started
+demo: tools build demo-down ## bring everything up and show the loop working (leaves it running; make demo-down stops it)
+	@mkdir -p $(DEMO_DIR)
+	@cd e2e && $(GO_ALONE) go build -o $(BIN)/demo ./cmd/demo
+	@nohup $(BIN)/demo up --dir $(DEMO_DIR) --bin-dir $(TOOLS_BIN) --automator $(BIN)/automator \
+	  --synchronizer $(BIN)/synchronizer --manifests $(ROOT)/manifests $(DEMO_FLAGS) > $(DEMO_DIR)/demo.log 2>&1 & echo $$! > $(DEMO_DIR)/pid
+	@$(BIN)/demo follow --dir $(DEMO_DIR)
+
+demo-down: ## stop what demo started and remove its files
+	@if [ -f $(DEMO_DIR)/pid ]; then \
+	  pid=$$(cat $(DEMO_DIR)/pid); kill $$pid 2>/dev/null || true; \
+	  for i in $$(seq 1 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	  kill -9 $$pid 2>/dev/null || true; echo "demo stopped"; fi
+	@rm -rf $(DEMO_DIR)
 
 clean: env-down ## remove built programs (keeps .tools; remove it by hand to rebuild the tools)
 	rm -rf $(BIN)

@@ -37,6 +37,10 @@ type GitServer struct {
 	// Auth holds the credentials when the server requires them.
 	Auth *BasicAuth
 
+	// OnPush, when set, is called after every successful push over HTTP
+	// with the repository's name, as a Git host sends a push webhook.
+	OnPush func(repo string)
+
 	srv      *http.Server
 	sshStop  func()
 	ownsDir  bool
@@ -91,8 +95,33 @@ func (g *GitServer) handler(backend string) http.Handler {
 			// http-backend allows a push from an authenticated user.
 			h.Env = append(append([]string{}, env...), "REMOTE_USER="+u)
 		}
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-receive-pack") && g.OnPush != nil {
+			rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+			h.ServeHTTP(rec, r)
+			if rec.code == http.StatusOK {
+				repo := strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/git-receive-pack"), ".git")
+				go g.OnPush(repo)
+			}
+			return
+		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // RepoURL returns the clone URL of the repository name.

@@ -1,0 +1,183 @@
+// Command demo runs the whole Driftless loop on this machine for a person
+// to watch and explore: `make demo` starts `demo up` in the background and
+// `demo follow` prints its narration until it is ready; `make demo-down`
+// stops it.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"driftless.dev/e2e/fleet"
+)
+
+// Markers `follow` stops at.
+const (
+	readyMarker  = "DEMO READY"
+	failedMarker = "DEMO FAILED"
+)
+
+func main() {
+	if err := root().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func root() *cobra.Command {
+	r := &cobra.Command{Use: "demo", Short: "The Driftless loop on one machine", SilenceUsage: true, SilenceErrors: true}
+	var opts fleet.Options
+	var dir string
+	var polling bool
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Bring the loop up, walk a new tag through it, then keep running until SIGTERM",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			opts.Dir = abs
+			opts.Webhooks = !polling
+			if polling {
+				opts.Interval = 5 * time.Second
+			}
+			err = up(ctx, opts)
+			if err != nil {
+				fmt.Printf("%s: %v\n", failedMarker, err)
+			}
+			return err
+		},
+	}
+	up.Flags().StringVar(&dir, "dir", ".tools/demo", "folder for data and logs")
+	up.Flags().StringVar(&opts.BinDir, "bin-dir", "", "what `make tools` built (default: .tools/bin)")
+	up.Flags().StringVar(&opts.Automator, "automator", "bin/automator", "the automator binary")
+	up.Flags().StringVar(&opts.Synchronizer, "synchronizer", "bin/synchronizer", "the synchronizer binary")
+	up.Flags().StringVar(&opts.Manifests, "manifests", "manifests", "the manifests/ folder")
+	up.Flags().BoolVar(&polling, "polling", false, "no webhooks: both programs poll every 5s")
+
+	var timeout time.Duration
+	follow := &cobra.Command{
+		Use:   "follow",
+		Short: "Print the narration of `demo up` until it is ready or fails",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return followLog(cmd.Context(), filepath.Join(dir, "demo.log"), filepath.Join(dir, "pid"), timeout)
+		},
+	}
+	follow.Flags().StringVar(&dir, "dir", ".tools/demo", "the folder given to up")
+	follow.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long to wait")
+	r.AddCommand(up, follow)
+	return r
+}
+
+func up(ctx context.Context, opts fleet.Options) error {
+	t0 := time.Now()
+	step := 0
+	opts.Say = func(format string, args ...any) {
+		fmt.Printf(format+"\n", args...)
+	}
+	heading := func(s string) {
+		step++
+		fmt.Printf("\n== %d. %s  (at %s)\n", step, s, time.Since(t0).Round(10*time.Millisecond))
+	}
+	for _, p := range []*string{&opts.Automator, &opts.Synchronizer, &opts.Manifests} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	heading("Start the environment, seed the repository, install manifests/, run the programs")
+	f, err := fleet.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer f.Stop()
+	fmt.Printf("automator (dev branch) on %s, synchronizers on %s (dev) and %s (prod), as their ServiceAccounts\n",
+		f.Listen["automator"], f.Listen["sync-dev"], f.Listen["sync-prod"])
+
+	heading("Both clusters apply their branch: web 1.0.0 rolls out")
+	if err := f.Ready(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	for _, c := range fleet.Clusters {
+		r := f.Web(ctx, c)
+		fmt.Printf("%-4s  %d/%d replicas on %s   (%s)\n", c, r.Ready, r.Replicas, r.Image, f.Status("sync-"+c).Status.Message)
+	}
+
+	heading("A new image tag: registry → automator → Git → dev; then a merge promotes it to prod")
+	t, err := f.Walk(ctx, "1.1.0", 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\ntag pushed → commit %.2fs → applied in dev %.2fs → rolled out in dev %.2fs; merged → prod rolled out %.2fs\n",
+		t.Commit.Seconds(), t.DevApplied.Seconds(), t.DevRolledOut.Seconds(), t.ProdRolledOut.Seconds())
+
+	heading("Drift: someone scales web in dev by hand; the synchronizer puts it back")
+	if out, err := f.Kubectl(ctx, "dev", "-n", fleet.AppNamespace, "scale", "deployment/web", "--replicas=5"); err != nil {
+		return fmt.Errorf("kubectl scale: %v\n%s", err, out)
+	}
+	start := time.Now()
+	if err := fleet.Until(ctx, time.Minute, "the scale to be reverted", func() bool { return f.Web(ctx, "dev").Replicas == 2 }); err != nil {
+		return err
+	}
+	fmt.Printf("kubectl scale --replicas=5 reverted to 2 in %s\n", time.Since(start).Round(time.Millisecond))
+
+	fmt.Printf("\nThe demo took %s.\n\n%s\n%s\n", time.Since(t0).Round(100*time.Millisecond), f.Explore(opts.Dir), readyMarker)
+	<-ctx.Done()
+	fmt.Println("stopping")
+	return nil
+}
+
+// followLog prints path as it grows, until a marker line or the process
+// in pidFile exits.
+func followLog(ctx context.Context, path, pidFile string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var off int64
+	for time.Now().Before(deadline) {
+		if f, err := os.Open(path); err == nil {
+			f.Seek(off, io.SeekStart)
+			sc := bufio.NewScanner(f)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				line := sc.Text()
+				off += int64(len(line)) + 1
+				fmt.Println(line)
+				if strings.HasPrefix(line, failedMarker) {
+					f.Close()
+					return errors.New("the demo failed: see " + path)
+				}
+				if line == readyMarker {
+					f.Close()
+					return nil
+				}
+			}
+			f.Close()
+		}
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && syscall.Kill(pid, 0) != nil {
+				return errors.New("the demo exited: see " + path)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("the demo was not ready in time: see " + path)
+}
