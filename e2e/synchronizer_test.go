@@ -367,3 +367,58 @@ func sign(secret, body []byte) string {
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
+
+// TestTwoTenantsIsolated: two tenants, each with its own repository and
+// synchronizer holding a namespaced Role only. Tenant A's repository adds
+// an object in tenant B's namespace: A's whole commit is refused and
+// reported, nothing of it is applied, B is untouched, and A stays at its
+// last good commit until its next clean commit, which applies.
+func TestTwoTenantsIsolated(t *testing.T) {
+	s := newSyncSetup(t, nil)
+	a, b := s.cluster.Namespace(t), s.cluster.Namespace(t)
+	s.seed(t, "tenant-a", map[string]string{"deploy/app.yaml": configMap("app", "", "a1")})
+	s.seed(t, "tenant-b", map[string]string{"deploy/app.yaml": configMap("app", "", "b1")})
+	la, lb := freeAddr(t), freeAddr(t)
+	pa := start(t, "synchronizer", s.syncArgs("tenant-a", s.tenantKubeconfig(t, a), la, "--namespace", a, "--path", "deploy")...)
+	pb := start(t, "synchronizer", s.syncArgs("tenant-b", s.tenantKubeconfig(t, b), lb, "--namespace", b, "--path", "deploy")...)
+	waitHTTP(t, pa, "http://"+la+"/healthz")
+	waitHTTP(t, pb, "http://"+lb+"/healthz")
+	goodA, _ := s.git.Head(t.Context(), "tenant-a", "main")
+	goodB, _ := s.git.Head(t.Context(), "tenant-b", "main")
+	until(t, 30*time.Second, "both tenants applied", func() bool {
+		return getStatus(t, la).Status.LastAppliedRevision == "main@sha1:"+goodA && getStatus(t, lb).Status.LastAppliedRevision == "main@sha1:"+goodB
+	})
+
+	bad := s.commit(t, "tenant-a", map[string]string{
+		"deploy/app.yaml": configMap("app", "", "a2") + "---\n" + configMap("app", b, "hijacked") + "---\n" + configMap("extra", b, "planted"),
+	})
+	push(t, la)
+	until(t, 30*time.Second, "tenant A's commit refused", func() bool {
+		st := getStatus(t, la).Status
+		return st.Phase == "Stalled" && st.Revision == "main@sha1:"+bad
+	})
+	st := getStatus(t, la).Status
+	if st.Reason != "ValidationFailed" || !strings.Contains(st.Message, "ConfigMap "+b+"/app: namespace \""+b+"\" is outside") ||
+		!strings.Contains(st.Message, "ConfigMap "+b+"/extra") || st.LastAppliedRevision != "main@sha1:"+goodA {
+		t.Fatalf("tenant A status: %+v", st)
+	}
+	if cmValue(t, s.cs, a, "app") != "a1" {
+		t.Fatal("part of tenant A's refused commit was applied")
+	}
+	if cmValue(t, s.cs, b, "app") != "b1" || cmValue(t, s.cs, b, "extra") != "<none>" {
+		t.Fatal("tenant B was touched")
+	}
+	if stB := getStatus(t, lb).Status; stB.Phase != "Ready" || stB.LastAppliedRevision != "main@sha1:"+goodB {
+		t.Fatalf("tenant B status: %+v", stB)
+	}
+
+	clean := s.commit(t, "tenant-a", map[string]string{"deploy/app.yaml": configMap("app", "", "a3")})
+	push(t, la)
+	until(t, 30*time.Second, "tenant A's clean commit applied", func() bool {
+		st := getStatus(t, la).Status
+		return st.Phase == "Ready" && st.LastAppliedRevision == "main@sha1:"+clean
+	})
+	if cmValue(t, s.cs, a, "app") != "a3" || cmValue(t, s.cs, b, "app") != "b1" {
+		t.Fatal("after the clean commit")
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -529,7 +528,42 @@ func (f *Fleet) Show(ctx context.Context, commit string) string {
 // Promote merges dev into prod, as a reviewed pull request's merge would,
 // with git itself, and returns the merge commit.
 func (f *Fleet) Promote(ctx context.Context) (string, error) {
-	work := filepath.Join(f.opts.Dir, "promote-"+fmt.Sprint(time.Now().UnixNano()))
+	return f.withClone(ctx, "prod", func(git func(...string) (string, error), _ string) error {
+		_, err := git("merge", "--no-ff", "--quiet", "-m", "Promote dev to prod", "origin/dev")
+		return err
+	})
+}
+
+// Commit writes files on branch (an empty body deletes the file), commits
+// and pushes with git itself, as a person would, and returns the commit.
+func (f *Fleet) Commit(ctx context.Context, branch, message string, files map[string]string) (string, error) {
+	return f.withClone(ctx, branch, func(git func(...string) (string, error), dir string) error {
+		for rel, body := range files {
+			p := filepath.Join(dir, rel)
+			if body == "" {
+				if err := os.Remove(p); err != nil {
+					return err
+				}
+				continue
+			}
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				return err
+			}
+		}
+		if _, err := git("add", "-A"); err != nil {
+			return err
+		}
+		_, err := git("commit", "--quiet", "-m", message)
+		return err
+	})
+}
+
+// withClone clones branch, lets change commit to it, and pushes; when
+// someone pushed meanwhile, it rebases and pushes again, never forcing.
+func (f *Fleet) withClone(ctx context.Context, branch string, change func(git func(...string) (string, error), dir string) error) (string, error) {
+	work := filepath.Join(f.opts.Dir, "work-"+fmt.Sprint(time.Now().UnixNano()))
+	defer os.RemoveAll(work)
 	authed, err := url.Parse(f.Git.RepoURL(Repo))
 	if err != nil {
 		return "", err
@@ -543,21 +577,28 @@ func (f *Fleet) Promote(ctx context.Context) (string, error) {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			// The URL carries the token: never let it into an error.
-			return "", errors.New(strings.ReplaceAll(string(out), gitToken, "***"))
+			return "", fmt.Errorf("git %s: %s", args[0], strings.ReplaceAll(string(out), gitToken, "***"))
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	defer os.RemoveAll(work)
-	if _, err := run(f.opts.Dir, "clone", "--quiet", "--branch", "prod", authed.String(), work); err != nil {
-		return "", fmt.Errorf("clone prod: %w", err)
+	if _, err := run(f.opts.Dir, "clone", "--quiet", "--branch", branch, authed.String(), work); err != nil {
+		return "", err
 	}
-	if _, err := run(work, "merge", "--no-ff", "--quiet", "-m", "Promote dev to prod", "origin/dev"); err != nil {
-		return "", fmt.Errorf("merge dev into prod: %w", err)
+	git := func(args ...string) (string, error) { return run(work, args...) }
+	if err := change(git, work); err != nil {
+		return "", err
 	}
-	if _, err := run(work, "push", "--quiet", "origin", "prod"); err != nil {
-		return "", fmt.Errorf("push prod: %w", err)
+	for i := 0; ; i++ {
+		if _, err := git("push", "--quiet", "origin", branch); err == nil {
+			break
+		} else if i == 4 {
+			return "", err
+		}
+		if _, err := git("pull", "--rebase", "--quiet", "origin", branch); err != nil {
+			return "", err
+		}
 	}
-	return run(work, "rev-parse", "HEAD")
+	return git("rev-parse", "HEAD")
 }
 
 // Until polls cond every 20 ms until it holds, or fails after timeout.
