@@ -32,7 +32,14 @@ func (e *Engine) Watch(ctx context.Context) {
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		e.watches[m.gvr] = &watcher{cancel: cancel}
-		go e.follow(wctx, m.gvr)
+		go func(gvr schema.GroupVersionResource) {
+			e.follow(wctx, gvr)
+			// Ended with its context (leadership lost, shutdown): the
+			// next Watch starts it again.
+			e.mu.Lock()
+			delete(e.watches, gvr)
+			e.mu.Unlock()
+		}(m.gvr)
 	}
 }
 

@@ -245,8 +245,9 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		r.objs, r.tree, r.pending = objs, rev.Tree, true
 	}
 	force := r.cfg.Resync > 0 && time.Since(r.lastResync) >= r.cfg.Resync
-	// Record the kinds before writing members, so a crash mid-apply
-	// leaves nothing the next pass cannot find.
+	// The inventory is widened once the set is valid and before any
+	// member is written, so a crash mid-apply leaves nothing the next
+	// pass cannot find.
 	gks, nss := kinds(r.objs)
 	inv := st
 	inv.GroupKinds = union(st.GroupKinds, gks)
@@ -260,7 +261,7 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 		}
 		return nil
 	})
-	r.eng.Watch(context.WithoutCancel(ctx))
+	r.eng.Watch(ctx)
 	if err != nil {
 		var ve *apply.ValidationError
 		switch {
