@@ -422,3 +422,71 @@ func TestTwoTenantsIsolated(t *testing.T) {
 		t.Fatal("after the clean commit")
 	}
 }
+
+// TestTenantOverlayRBACSuffices: manifests/overlays/tenant, applied with
+// kubectl, gives the tenant's synchronizer everything it needs to apply a
+// typical application in tenant-a, as its own ServiceAccount, and nothing
+// that reaches outside.
+func TestTenantOverlayRBACSuffices(t *testing.T) {
+	s := newSyncSetup(t, nil)
+	ctx := t.Context()
+	overlay, _ := filepath.Abs(filepath.Join("..", "manifests", "overlays", "tenant"))
+	if out, err := exec.CommandContext(ctx, kubectlPath(t), "--kubeconfig", s.cluster.Kubeconfig, "apply", "--server-side", "-k", overlay).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply -k overlays/tenant: %v\n%s", err, out)
+	}
+	cfg, err := s.cluster.ServiceAccountConfig(ctx, "tenant-a", "driftless-synchronizer", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(s.dir, "tenant-a.kubeconfig")
+	if err := testenv.WriteKubeconfig(kubeconfig, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s.seed(t, "tenant-a", map[string]string{
+		"deploy/kustomization.yaml": "resources: [app.yaml]\n",
+		"deploy/app.yaml": configMap("settings", "", "1") + `---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      serviceAccountName: web
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: web
+          image: web:1
+          securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+`,
+	})
+	listen := freeAddr(t)
+	p := start(t, "synchronizer", s.syncArgs("tenant-a", kubeconfig, listen, "--namespace", "tenant-a", "--path", "deploy", "--leader-elect", "--identity", "t")...)
+	waitHTTP(t, p, "http://"+listen+"/healthz")
+	until(t, 60*time.Second, "the tenant's application applied and healthy", func() bool {
+		return getStatus(t, listen).Status.Phase == "Ready"
+	})
+	d, err := s.cs.AppsV1().Deployments("tenant-a").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil || d.Status.AvailableReplicas != 1 {
+		t.Fatalf("tenant web: %v %v", d.Status, err)
+	}
+	// The ServiceAccount really cannot reach outside tenant-a.
+	tcs := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := tcs.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("tenant ServiceAccount listing default: %v, want Forbidden", err)
+	}
+	if _, err := tcs.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("tenant ServiceAccount listing ClusterRoles: %v, want Forbidden", err)
+	}
+}
