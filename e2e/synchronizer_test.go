@@ -490,3 +490,31 @@ spec:
 		t.Fatalf("tenant ServiceAccount listing ClusterRoles: %v, want Forbidden", err)
 	}
 }
+
+// TestSynchronizerRedactsURLCredentials: a token in the repository URL
+// works, and never reaches the log or the status.
+func TestSynchronizerRedactsURLCredentials(t *testing.T) {
+	s := newSyncSetup(t, nil)
+	ns := s.cluster.Namespace(t)
+	s.cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "driftless-system"}}, metav1.CreateOptions{})
+	s.seed(t, "fleet", map[string]string{"k/c.yaml": configMap("c", ns, "1")})
+	withCreds := strings.Replace(s.git.RepoURL("fleet"), "http://", "http://sync:"+syncGitToken+"@", 1)
+	listen := freeAddr(t)
+	p := start(t, "synchronizer", "run", "--repo-url", withCreds, "--path", "k", "--kubeconfig", s.cluster.Kubeconfig,
+		"--listen", listen, "--log-format", "json", "--interval", "1h")
+	waitHTTP(t, p, "http://"+listen+"/healthz")
+	until(t, 30*time.Second, "applied", func() bool { return getStatus(t, listen).Status.Phase == "Ready" })
+	resp, err := http.Get("http://" + listen + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(p.Output(), syncGitToken) || strings.Contains(body.String(), syncGitToken) {
+		t.Fatalf("the token in the URL leaked:\n%s\n%s", p.Output(), body.String())
+	}
+	if !strings.Contains(p.Output(), "***@") {
+		t.Fatal("the start-up log does not show the redacted repository")
+	}
+}

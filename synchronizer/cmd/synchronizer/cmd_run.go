@@ -21,6 +21,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/leader"
 	"driftless.dev/shared/logging"
 	"driftless.dev/shared/serve"
@@ -144,7 +145,7 @@ func runCommand() *cobra.Command {
 					log.Error("http server", zap.Error(err))
 				}
 			})
-			log.Info("synchronizer started", zap.String("listen", l.Addr().String()), zap.String("repository", scfg.URL),
+			log.Info("synchronizer started", zap.String("listen", l.Addr().String()), zap.String("repository", gitrepo.Redact(scfg.URL)),
 				zap.String("ref", ref), zap.String("path", rc.Path), zap.String("tenant", cl.tenant), zap.String("parent", parent.Namespace+"/"+parent.Name))
 			lead := func(ctx context.Context) {
 				go func() {
