@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -87,6 +90,10 @@ func cm(ns, name, value string) string {
 // newFixture seeds a repository whose app/ folder is a kustomization of
 // files, and a reconciler following it.
 func newFixture(t *testing.T, files map[string]string, cfg reconcile.Config) *fixture {
+	return newFixtureWithKeyring(t, files, cfg, "")
+}
+
+func newFixtureWithKeyring(t *testing.T, files map[string]string, cfg reconcile.Config, keyring string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, ns: cluster.Namespace(t), events: &recorder{}}
 	f.srv = testenv.NewGitServer(t, testenv.GitServerOptions{})
@@ -103,7 +110,7 @@ func newFixture(t *testing.T, files map[string]string, cfg reconcile.Config) *fi
 	if f.w, err = gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "w"), f.srv.RepoURL("app"), "main", gitrepo.Auth{}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := source.New(source.Config{URL: f.srv.RepoURL("app"), Branch: "main", Dir: filepath.Join(t.TempDir(), "checkout")})
+	s, err := source.New(source.Config{URL: f.srv.RepoURL("app"), Branch: "main", Dir: filepath.Join(t.TempDir(), "checkout"), Keyring: keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +140,11 @@ func (f *fixture) run() {
 
 // commit writes files (an empty body deletes) and pushes.
 func (f *fixture) commit(files map[string]string) string {
+	return f.signedCommit(files, nil)
+}
+
+// signedCommit is commit, signed with key when it is not nil.
+func (f *fixture) signedCommit(files map[string]string, key *openpgp.Entity) string {
 	f.t.Helper()
 	ctx := f.t.Context()
 	if _, err := f.w.Sync(ctx); err != nil {
@@ -147,7 +159,7 @@ func (f *fixture) commit(files map[string]string) string {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte(strings.ReplaceAll(body, "NS", f.ns)), 0o644)
 	}
-	h, err := f.w.Commit("change", gitrepo.Signature{Name: "Dev", Email: "dev@example.com"}, nil)
+	h, err := f.w.Commit("change", gitrepo.Signature{Name: "Dev", Email: "dev@example.com"}, key)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -358,5 +370,34 @@ func TestAPIServerRestartMidPass(t *testing.T) {
 	l, _ := f.cs.CoreV1().ConfigMaps(f.ns).List(t.Context(), metav1.ListOptions{LabelSelector: apply.PartOfLabel})
 	if len(l.Items) != 300 {
 		t.Fatalf("%d members after convergence, want 300", len(l.Items))
+	}
+}
+
+// An unsigned head is not applied when a keyring is set, and the status
+// says why; a signed one is.
+func TestUnsignedHeadIsNotApplied(t *testing.T) {
+	key, err := openpgp.NewEntity("Release", "", "release@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pub bytes.Buffer
+	w, _ := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	key.Serialize(w)
+	w.Close()
+	// The seed commit is unsigned: nothing may be applied at all.
+	f := newFixtureWithKeyring(t, base, reconcile.Config{}, pub.String())
+	f.run()
+	f.until("the unsigned seed refused", func() bool {
+		s := f.stored().Status
+		return s.Phase == inventory.Stalled && s.Reason == "UntrustedRevision"
+	})
+	if s := f.stored().Status; !strings.Contains(s.Message, "is not signed") || s.LastAppliedRevision != "" || f.value("a") != "<none>" {
+		t.Fatalf("status %+v, a=%s", s, f.value("a"))
+	}
+	signed := f.signedCommit(map[string]string{"app/a.yaml": cm("NS", "a", "2")}, key)
+	f.rec.Trigger()
+	f.until("the signed commit applied", func() bool { return f.stored().Status.LastAppliedRevision == "main@sha1:"+signed })
+	if f.value("a") != "2" {
+		t.Fatal("signed commit not applied")
 	}
 }
