@@ -401,3 +401,20 @@ func TestUnsignedHeadIsNotApplied(t *testing.T) {
 		t.Fatal("signed commit not applied")
 	}
 }
+
+// The Git server goes away: the status says the fetch failed, naming the
+// repository, and the applied objects stay as they are.
+func TestGitUnreachableKeepsState(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	f.run()
+	head, _ := f.srv.Head(t.Context(), "app", "main")
+	f.until("Ready", func() bool { return f.stored().Status.Phase == inventory.Ready })
+	f.srv.Stop()
+	f.rec.Trigger()
+	f.until("FetchFailed", func() bool { return f.stored().Status.Reason == "FetchFailed" })
+	s := f.stored().Status
+	if s.Phase != inventory.Stalled || !strings.Contains(s.Message, "list refs of "+f.srv.RepoURL("app")) ||
+		s.LastAppliedRevision != "main@sha1:"+head || f.value("a") != "1" {
+		t.Fatalf("status %+v, a=%s", s, f.value("a"))
+	}
+}
