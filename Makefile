@@ -21,7 +21,7 @@ GO_ALONE     := GOWORK=off
 KUBE_BINS    := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 TOOL_FILES   := $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS) kwok kwok-stages.yaml registry)
 
-.PHONY: help tools packages build test lint bench env-up env-down demo demo-down clean
+.PHONY: help tools packages build test e2e lint bench env-up env-down demo demo-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ test: tools ## run every module's tests (unit, integration, e2e) with -race agai
 	  echo "=== go test $$m"; \
 	  (cd $$m && $(GO_ALONE) go test $(GO_TEST_FLAGS) ./...) || exit 1; \
 	done
+
+e2e: tools ## run only the end-to-end tests (the real binaries, the whole loop)
+	cd e2e && $(GO_ALONE) go test $(GO_TEST_FLAGS) ./...
 
 lint: ## gofmt and go vet every module
 	@out=$$(git ls-files '*.go' | grep -v /testdata/ | xargs gofmt -l); \
