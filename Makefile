@@ -24,7 +24,7 @@ TOOL_FILES   := $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS) kwok kwok-stages.yaml reg
 .PHONY: help tools packages build test e2e lint bench env-up env-down demo demo-down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 ## ---- tools: the real components tests run against, built from Go modules
 
