@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"driftless.dev/shared/leader"
@@ -80,3 +83,42 @@ func TestOneLeaderAtATime(t *testing.T) {
 		t.Fatalf("%d leaders at once", maxInside.Load())
 	}
 }
+
+// A holder that vanished without releasing (a killed Pod) is replaced
+// once the Lease has not changed for LeaseDuration, and not before.
+func TestExpiredHolderIsReplaced(t *testing.T) {
+	c := testenv.NewCluster(t, testenv.ClusterOptions{})
+	ns := c.Namespace(t)
+	cs := kubernetes.NewForConfigOrDie(c.Config)
+	now := metav1.NewMicroTime(time.Now())
+	_, err := cs.CoordinationV1().Leases(ns).Create(t.Context(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "sync"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr("ghost"), LeaseDurationSeconds: ptr(int32(2)),
+			AcquireTime: &now, RenewTime: &now},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timing := leader.Timing{LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
+	next, err := leader.New(c.Config, ns, "sync", "next", timing, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	led := make(chan time.Duration, 1)
+	go next.Run(t.Context(), func(ctx context.Context) { led <- time.Since(start); <-ctx.Done() })
+	select {
+	case after := <-led:
+		if after < 2*time.Second || after > 4*time.Second {
+			t.Fatalf("took the ghost's Lease after %s, want after its 2s duration and soon after", after)
+		}
+		l, _ := cs.CoordinationV1().Leases(ns).Get(t.Context(), "sync", metav1.GetOptions{})
+		if *l.Spec.HolderIdentity != "next" || *l.Spec.LeaseTransitions != 1 {
+			t.Fatalf("lease %+v", l.Spec)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the successor never led")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"driftless.dev/synchronizer/internal/apply"
@@ -59,11 +59,11 @@ func diffCommand() *cobra.Command {
 				unified(w, a, b)
 			}
 			// What a pass would prune: members the render no longer has.
-			cs, err := kubernetes.NewForConfig(cfg)
+			dyn, err := dynamic.NewForConfig(cfg)
 			if err != nil {
 				return err
 			}
-			st, err := inventory.NewStore(cs, parent, "", "").Read(ctx)
+			st, err := inventory.NewStore(dyn, parent, "", "").Read(ctx)
 			if err != nil {
 				return err
 			}

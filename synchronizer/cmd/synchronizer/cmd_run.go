@@ -15,11 +15,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/leader"
@@ -80,7 +79,7 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cs, err := kubernetes.NewForConfig(cfg)
+			dyn, err := dynamic.NewForConfig(cfg)
 			if err != nil {
 				return fmt.Errorf("kubernetes client: %w", err)
 			}
@@ -94,8 +93,8 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store := inventory.NewStore(cs, parent, "driftless/"+version.Version, "driftless")
-			events := newEvents(cs, parent)
+			store := inventory.NewStore(dyn, parent, "driftless/"+version.Version, "driftless")
+			events := newEvents(dyn, parent, log.Named("events"))
 			defer events.stop()
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
@@ -188,29 +187,50 @@ func runCommand() *cobra.Command {
 }
 
 // events records Kubernetes Events on the ApplySet parent ConfigMap, where
-// `kubectl describe configmap` shows them.
+// `kubectl describe configmap` shows them. They are written with the
+// dynamic client, as client-go's recorder would need the typed clientset
+// and its many megabytes of code; the loop only emits on transitions, so
+// there is nothing to aggregate.
 type events struct {
-	b   record.EventBroadcaster
-	r   record.EventRecorder
-	ref *corev1.ObjectReference
+	ri     dynamic.ResourceInterface
+	parent inventory.Parent
+	host   string
+	log    *zap.Logger
+	wg     sync.WaitGroup
 }
 
-func newEvents(cs kubernetes.Interface, p inventory.Parent) *events {
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events(p.Namespace)})
-	return &events{
-		b:   b,
-		r:   b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "driftless-synchronizer"}),
-		ref: &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name},
-	}
+func newEvents(dyn dynamic.Interface, p inventory.Parent, log *zap.Logger) *events {
+	host, _ := os.Hostname()
+	ri := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "events"}).Namespace(p.Namespace)
+	return &events{ri: ri, parent: p, host: host, log: log}
 }
 
 func (e *events) Event(warning bool, reason, message string) {
-	t := corev1.EventTypeNormal
+	t := "Normal"
 	if warning {
-		t = corev1.EventTypeWarning
+		t = "Warning"
 	}
-	e.r.Event(e.ref, t, reason, message)
+	if len(message) > 1024 {
+		message = message[:1021] + "..."
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	ev := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Event",
+		"metadata":       map[string]any{"name": fmt.Sprintf("%s.%x", e.parent.Name, time.Now().UnixNano()), "namespace": e.parent.Namespace},
+		"involvedObject": map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "namespace": e.parent.Namespace, "name": e.parent.Name},
+		"reason":         reason, "message": message, "type": t, "count": int64(1),
+		"firstTimestamp": now, "lastTimestamp": now,
+		"source":             map[string]any{"component": "driftless-synchronizer", "host": e.host},
+		"reportingComponent": "driftless-synchronizer", "reportingInstance": e.host,
+	}}
+	// Off the loop: an Event is worth less than a pass.
+	e.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := e.ri.Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			e.log.Debug("record event", zap.String("reason", reason), zap.Error(err))
+		}
+	})
 }
 
-func (e *events) stop() { e.b.Shutdown() }
+func (e *events) stop() { e.wg.Wait() }

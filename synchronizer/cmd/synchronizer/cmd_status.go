@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
 
 	"driftless.dev/synchronizer/internal/inventory"
 )
@@ -93,9 +93,9 @@ func storeFor(cl *clusterFlags) (*inventory.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return inventory.NewStore(cs, cl.parent(), "", ""), nil
+	return inventory.NewStore(dyn, cl.parent(), "", ""), nil
 }

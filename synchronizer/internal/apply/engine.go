@@ -22,14 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 )
 
 // Options shape every pass.
@@ -586,17 +584,17 @@ func NewForConfig(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, err
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("discovery client: %w", err)
-	}
+	// A REST client without a typed scheme: requests are built and
+	// answers decoded here (see ssa and mapper).
+	sch := runtime.NewScheme()
+	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
 	rc := rest.CopyConfig(cfg)
-	rc.APIPath, rc.GroupVersion, rc.NegotiatedSerializer = "/", &schema.GroupVersion{}, scheme.Codecs.WithoutConversion()
+	rc.APIPath, rc.GroupVersion, rc.NegotiatedSerializer = "/", &schema.GroupVersion{}, serializer.NewCodecFactory(sch).WithoutConversion()
 	raw, err := rest.RESTClientFor(rc)
 	if err != nil {
 		return nil, fmt.Errorf("REST client: %w", err)
 	}
-	e := New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), opts, log)
+	e := New(dyn, newMapper(raw), opts, log)
 	e.raw = raw
 	return e, nil
 }

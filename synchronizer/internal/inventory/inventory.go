@@ -17,9 +17,10 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 )
 
 // The ApplySet conventions, and Driftless's own annotation.
@@ -87,7 +88,7 @@ type State struct {
 
 // Store reads and writes the parent.
 type Store struct {
-	cs      kubernetes.Interface
+	cms     dynamic.ResourceInterface // ConfigMaps of the parent's namespace
 	parent  Parent
 	tooling string
 	manager string
@@ -95,8 +96,9 @@ type Store struct {
 
 // NewStore returns a store for parent, written under field manager
 // manager, naming tooling (e.g. "driftless/v0.3.0") as the KEP asks.
-func NewStore(cs kubernetes.Interface, parent Parent, tooling, manager string) *Store {
-	return &Store{cs: cs, parent: parent, tooling: tooling, manager: manager}
+func NewStore(dyn dynamic.Interface, parent Parent, tooling, manager string) *Store {
+	cms := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(parent.Namespace)
+	return &Store{cms: cms, parent: parent, tooling: tooling, manager: manager}
 }
 
 // Parent is the parent this store keeps.
@@ -105,22 +107,24 @@ func (s *Store) Parent() Parent { return s.parent }
 // Read returns the parent's state; a parent that does not exist yet is
 // an empty state, not an error.
 func (s *Store) Read(ctx context.Context) (State, error) {
-	cm, err := s.cs.CoreV1().ConfigMaps(s.parent.Namespace).Get(ctx, s.parent.Name, metav1.GetOptions{})
+	cm, err := s.cms.Get(ctx, s.parent.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return State{}, nil
 	}
 	if err != nil {
 		return State{}, fmt.Errorf("read ApplySet parent ConfigMap %s/%s: %w", s.parent.Namespace, s.parent.Name, err)
 	}
-	if id := cm.Labels[IDLabel]; id != "" && id != s.parent.ID() {
+	if id := cm.GetLabels()[IDLabel]; id != "" && id != s.parent.ID() {
 		return State{}, fmt.Errorf("ConfigMap %s/%s is the parent of another ApplySet (%s)", s.parent.Namespace, s.parent.Name, id)
 	}
-	st := State{Exists: true, Suspended: cm.Annotations[SuspendAnnotation] == "true"}
-	for _, gk := range split(cm.Annotations[GroupKindsAnnotation]) {
+	ann := cm.GetAnnotations()
+	st := State{Exists: true, Suspended: ann[SuspendAnnotation] == "true"}
+	for _, gk := range split(ann[GroupKindsAnnotation]) {
 		st.GroupKinds = append(st.GroupKinds, schema.ParseGroupKind(gk))
 	}
-	st.Namespaces = split(cm.Annotations[NamespacesAnnotation])
-	st.Status = decode(cm.Data)
+	st.Namespaces = split(ann[NamespacesAnnotation])
+	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+	st.Status = decode(data)
 	return st, nil
 }
 
@@ -144,15 +148,21 @@ func (s *Store) Write(ctx context.Context, st State) error {
 	ns = slices.DeleteFunc(ns, func(n string) bool { return n == "" || n == s.parent.Namespace })
 	slices.Sort(ns)
 	ns = slices.Compact(ns)
-	ac := corev1ac.ConfigMap(s.parent.Name, s.parent.Namespace).
-		WithLabels(map[string]string{IDLabel: s.parent.ID(), "app.kubernetes.io/managed-by": "driftless"}).
-		WithAnnotations(map[string]string{
-			ToolingAnnotation:    s.tooling,
-			GroupKindsAnnotation: strings.Join(gks, ","),
-			NamespacesAnnotation: strings.Join(ns, ","),
-		}).
-		WithData(encode(st.Status))
-	_, err := s.cs.CoreV1().ConfigMaps(s.parent.Namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: s.manager, Force: true})
+	cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap"}}
+	cm.SetName(s.parent.Name)
+	cm.SetNamespace(s.parent.Namespace)
+	cm.SetLabels(map[string]string{IDLabel: s.parent.ID(), "app.kubernetes.io/managed-by": "driftless"})
+	cm.SetAnnotations(map[string]string{
+		ToolingAnnotation:    s.tooling,
+		GroupKindsAnnotation: strings.Join(gks, ","),
+		NamespacesAnnotation: strings.Join(ns, ","),
+	})
+	data := map[string]any{}
+	for k, v := range encode(st.Status) {
+		data[k] = v
+	}
+	cm.Object["data"] = data
+	_, err := s.cms.Apply(ctx, s.parent.Name, cm, metav1.ApplyOptions{FieldManager: s.manager, Force: true})
 	if err != nil {
 		return fmt.Errorf("write ApplySet parent ConfigMap %s/%s: %w", s.parent.Namespace, s.parent.Name, err)
 	}
@@ -166,7 +176,7 @@ func (s *Store) SetSuspended(ctx context.Context, on bool) error {
 		v = `"true"`
 	}
 	patch := []byte(`{"metadata":{"annotations":{"` + SuspendAnnotation + `":` + v + `}}}`)
-	_, err := s.cs.CoreV1().ConfigMaps(s.parent.Namespace).Patch(ctx, s.parent.Name, "application/merge-patch+json", patch, metav1.PatchOptions{FieldManager: "driftless-cli"})
+	_, err := s.cms.Patch(ctx, s.parent.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "driftless-cli"})
 	if err != nil {
 		return fmt.Errorf("annotate %s/%s: %w", s.parent.Namespace, s.parent.Name, err)
 	}

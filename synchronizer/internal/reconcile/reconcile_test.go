@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"driftless.dev/shared/gitrepo"
@@ -120,7 +121,7 @@ func newFixtureWithKeyring(t *testing.T, files map[string]string, cfg reconcile.
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.store = inventory.NewStore(f.cs, parent, "driftless/test", "driftless")
+	f.store = inventory.NewStore(dynamic.NewForConfigOrDie(cluster.Config), parent, "driftless/test", "driftless")
 	if cfg.Path == "" {
 		cfg.Path = "app"
 	}
