@@ -2,8 +2,11 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,4 +96,34 @@ func (c *Cluster) Namespace(t testing.TB) string {
 		_ = cs.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
 	})
 	return ns.Name
+}
+
+// MainCluster starts one cluster for a whole test package, stores it in
+// *c, runs the tests and stops it. A package's TestMain is
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.MainCluster(m, &cluster)) }
+//
+// A cluster that cannot start fails the package loudly; it never skips.
+// Its data stays in a temporary folder when a test failed, for the logs.
+func MainCluster(m *testing.M, c **Cluster) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	dir, err := os.MkdirTemp("", "driftless-test-cluster-")
+	if err != nil {
+		cancel()
+		fmt.Fprintln(os.Stderr, "make the cluster's folder:", err)
+		return 1
+	}
+	cl, err := StartCluster(ctx, ClusterOptions{Dir: dir, Nodes: 1})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start the test cluster:", err)
+		return 1
+	}
+	*c = cl
+	code := m.Run()
+	cl.Stop()
+	if code == 0 {
+		os.RemoveAll(dir)
+	}
+	return code
 }

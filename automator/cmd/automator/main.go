@@ -8,12 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
+	"driftless.dev/shared/envflags"
 	"driftless.dev/shared/version"
 )
 
@@ -48,21 +47,7 @@ Every flag can also be set by an environment variable: --git-url is DRIFTLESS_GI
 	root.AddCommand(runCommand(), planCommand(), validateCommand())
 	// Environment fallbacks, applied after the command line is parsed so
 	// an explicit flag always wins.
-	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		var err error
-		cmd.Flags().VisitAll(func(f *pflag.Flag) {
-			if f.Changed || err != nil {
-				return
-			}
-			key := "DRIFTLESS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-			if v, ok := env(key); ok {
-				if e := f.Value.Set(v); e != nil {
-					err = fmt.Errorf("%s: %w", key, e)
-				}
-			}
-		})
-		return err
-	}
+	root.PersistentPreRunE = envflags.Hook(env)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -1,7 +1,6 @@
 package apply_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -24,24 +23,7 @@ import (
 
 var cluster *testenv.Cluster
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	dir, _ := os.MkdirTemp("", "apply-test-")
-	c, err := testenv.StartCluster(ctx, testenv.ClusterOptions{Dir: dir, Nodes: 1})
-	cancel()
-	if err != nil {
-		// Loud, never a skip: these tests are worthless without a cluster.
-		fmt.Fprintln(os.Stderr, "start the test cluster:", err)
-		os.Exit(1)
-	}
-	cluster = c
-	code := m.Run()
-	c.Stop()
-	if code == 0 {
-		os.RemoveAll(dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.MainCluster(m, &cluster)) }
 
 // objs parses multi-document YAML.
 func objs(t testing.TB, docs string) []*unstructured.Unstructured {

@@ -32,23 +32,7 @@ import (
 
 var cluster *testenv.Cluster
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	dir, _ := os.MkdirTemp("", "reconcile-test-")
-	c, err := testenv.StartCluster(ctx, testenv.ClusterOptions{Dir: dir, Nodes: 1})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start the test cluster:", err)
-		os.Exit(1)
-	}
-	cluster = c
-	code := m.Run()
-	c.Stop()
-	if code == 0 {
-		os.RemoveAll(dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.MainCluster(m, &cluster)) }
 
 // recorder keeps the Events the loop emits.
 type recorder struct {
