@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -20,7 +21,7 @@ func BenchmarkLoop(b *testing.B) {
 			f := startFleet(b, c.webhooks, c.interval)
 			b.ResetTimer()
 			for i := range b.N {
-				tm, err := f.Walk(b.Context(), "1.1."+itoa(i+1), 2*time.Minute)
+				tm, err := f.Walk(b.Context(), "1.1."+strconv.Itoa(i+1), 2*time.Minute)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -30,11 +31,4 @@ func BenchmarkLoop(b *testing.B) {
 			}
 		})
 	}
-}
-
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
 }

@@ -3,9 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"driftless.dev/e2e/fleet"
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
 )
@@ -142,7 +140,7 @@ func push(t testing.TB, listen string) int {
 	t.Helper()
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/hooks/git", bytes.NewReader(body))
-	req.Header.Set("X-Hub-Signature-256", sign([]byte(syncHookSecret), body))
+	req.Header.Set("X-Hub-Signature-256", fleet.Sign([]byte(syncHookSecret), body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -359,13 +357,6 @@ func TestSynchronizerLeaderElectionAndDiff(t *testing.T) {
 	if strings.Contains(out, "correct-horse") || strings.Contains(out, "hunter2") || strings.Contains(out, "aHVudGVyMg") {
 		t.Fatalf("diff showed a Secret value:\n%s", out)
 	}
-}
-
-// sign is the X-Hub-Signature-256 value for body.
-func sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
 // TestTwoTenantsIsolated: two tenants, each with its own repository and

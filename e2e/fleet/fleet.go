@@ -405,15 +405,20 @@ func (f *Fleet) notifySynchronizers() {
 	for _, name := range targets {
 		c := strings.TrimPrefix(strings.SplitN(name, ".", 2)[0], "sync-")
 		body := []byte(`{"ref":"refs/heads/` + c + `"}`)
-		m := hmac.New(sha256.New, []byte(hookSecret))
-		m.Write(body)
 		req, _ := http.NewRequest(http.MethodPost, "http://"+f.listenOf(name)+"/hooks/git", bytes.NewReader(body))
-		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(m.Sum(nil)))
+		req.Header.Set("X-Hub-Signature-256", Sign([]byte(hookSecret), body))
 		req.Header.Set("X-GitHub-Event", "push")
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}
+}
+
+// Sign is the X-Hub-Signature-256 value GitHub sends with body.
+func Sign(secret, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
 func (f *Fleet) listenOf(name string) string {

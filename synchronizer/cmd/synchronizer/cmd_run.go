@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -119,9 +118,8 @@ func runCommand() *cobra.Command {
 				}
 			}
 			leading := func() bool { return el == nil || el.Leading() }
-			var started atomic.Bool
 			mux := serve.Mux(reg, func() error {
-				if leading() && !started.Load() {
+				if leading() && rec.Passes() == 0 {
 					return errors.New("first pass not done")
 				}
 				return nil
@@ -146,19 +144,10 @@ func runCommand() *cobra.Command {
 			})
 			log.Info("synchronizer started", zap.String("listen", l.Addr().String()), zap.String("repository", gitrepo.Redact(scfg.URL)),
 				zap.String("ref", ref), zap.String("path", rc.Path), zap.String("tenant", cl.tenant), zap.String("parent", parent.Namespace+"/"+parent.Name))
-			lead := func(ctx context.Context) {
-				go func() {
-					for ctx.Err() == nil && rec.Passes() == 0 {
-						time.Sleep(20 * time.Millisecond)
-					}
-					started.Store(true)
-				}()
-				rec.Run(ctx)
-			}
 			if el != nil {
-				el.Run(ctx, lead)
+				el.Run(ctx, rec.Run)
 			} else {
-				lead(ctx)
+				rec.Run(ctx)
 			}
 			wg.Wait()
 			return nil

@@ -80,7 +80,7 @@ type Engine struct {
 	mu      sync.Mutex
 	objs    map[Key]*entry
 	drifted map[Key]bool
-	watches map[schema.GroupVersionResource]*watcher
+	watches map[schema.GroupVersionResource]bool // resources being watched
 	// notify gets a value when drift is seen or health changes.
 	notify chan struct{}
 	// requests counts API calls made by passes (not watches), for tests.
@@ -102,7 +102,7 @@ func New(dyn dynamic.Interface, mapper meta.ResettableRESTMapper, opts Options, 
 	return &Engine{
 		dyn: dyn, mapper: mapper, opts: opts, log: log,
 		objs: map[Key]*entry{}, drifted: map[Key]bool{},
-		watches: map[schema.GroupVersionResource]*watcher{},
+		watches: map[schema.GroupVersionResource]bool{},
 		notify:  make(chan struct{}, 1),
 	}
 }
@@ -177,7 +177,7 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, f
 	// Validate everything that can be validated now.
 	newNS := map[string]bool{}
 	for _, it := range todo {
-		if it.key.Group == "" && it.key.Kind == "Namespace" {
+		if it.key.GroupKind() == namespaceGK {
 			newNS[it.key.Name] = true
 		}
 	}
@@ -197,31 +197,23 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, f
 	if err != nil {
 		return rep, err
 	}
-	if len(first) > 0 {
-		if err := e.waitEstablished(ctx, first); err != nil {
-			return rep, err
+	if err := e.waitEstablished(ctx, first); err != nil {
+		return rep, err
+	}
+	// Kinds and namespaces that came with the set exist now.
+	var deferred []*item
+	for _, it := range rest {
+		if it.deferred {
+			deferred = append(deferred, it)
 		}
-		// Kinds and namespaces that came with the set exist now.
-		var deferred []*item
-		for _, it := range rest {
-			if it.deferred {
-				deferred = append(deferred, it)
-			}
+	}
+	if len(deferred) > 0 {
+		p := e.mapDeferred(ctx, deferred)
+		if len(p) == 0 {
+			p = e.dryRun(ctx, deferred, nil)
 		}
-		if len(deferred) > 0 {
-			e.mapper.Reset()
-			var p []Problem
-			for _, it := range deferred {
-				if err := e.mapItem(it); err != nil {
-					p = append(p, Problem{Object: it.key.String(), Reason: err.Error()})
-				}
-			}
-			if len(p) == 0 {
-				p = e.dryRun(ctx, deferred, nil)
-			}
-			if len(p) > 0 {
-				return rep, &ValidationError{Problems: p}
-			}
+		if len(p) > 0 {
+			return rep, &ValidationError{Problems: p}
 		}
 	}
 	res, err = e.write(ctx, rest)
@@ -231,10 +223,39 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, f
 	return rep, err
 }
 
+var (
+	namespaceGK = schema.GroupKind{Kind: "Namespace"}
+	crdGK       = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+)
+
+// mapDeferred maps the items whose kinds came with the set. Discovery
+// serves a new CRD's kind a moment after the CRD is Established, so an
+// unknown kind is retried for a few seconds before it is a problem.
+func (e *Engine) mapDeferred(ctx context.Context, items []*item) []Problem {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.mapper.Reset()
+		var p []Problem
+		for _, it := range items {
+			if err := e.mapItem(it); err != nil {
+				p = append(p, Problem{Object: it.key.String(), Reason: err.Error()})
+			}
+		}
+		if len(p) == 0 || time.Now().After(deadline) {
+			return p
+		}
+		select {
+		case <-ctx.Done():
+			return append(p, Problem{Object: "(set)", Reason: ctx.Err().Error()})
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // stageOne: CRDs and Namespaces go first, so the rest can use them.
 func stageOne(k Key) bool {
-	return (k.Group == "" && k.Kind == "Namespace") ||
-		(k.Group == "apiextensions.k8s.io" && k.Kind == "CustomResourceDefinition")
+	gk := k.GroupKind()
+	return gk == namespaceGK || gk == crdGK
 }
 
 // prepare maps every object, applies the namespace rules and labels it as
@@ -543,7 +564,7 @@ func health(u *unstructured.Unstructured) *status.Result {
 // waitEstablished waits until the CRDs among items serve their kinds.
 func (e *Engine) waitEstablished(ctx context.Context, items []*item) error {
 	for _, it := range items {
-		if it.key.Kind != "CustomResourceDefinition" {
+		if it.key.GroupKind() != crdGK {
 			continue
 		}
 		deadline := time.Now().Add(30 * time.Second)
@@ -578,7 +599,7 @@ func established(u *unstructured.Unstructured) bool {
 }
 
 // NewForConfig returns an engine talking to the cluster of cfg, mapping
-// kinds through cached discovery.
+// kinds through aggregated discovery.
 func NewForConfig(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {

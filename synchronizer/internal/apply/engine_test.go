@@ -179,11 +179,14 @@ metadata: {namespace: ` + ns + `}`, "ConfigMap " + ns + "/(no name): apiVersion,
 func TestCRDAndItsResourceInOneSet(t *testing.T) {
 	e, dyn := engine(t, apply.Options{})
 	ns := cluster.Namespace(t)
+	// CRDs are cluster-wide: a group of this test's own, so a rerun
+	// (-count) starts from nothing too.
+	group := ns + ".example.com"
 	set := `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: widgets.example.com}
+metadata: {name: widgets.` + group + `}
 spec:
-  group: example.com
+  group: ` + group + `
   scope: Namespaced
   names: {plural: widgets, singular: widget, kind: Widget}
   versions:
@@ -200,7 +203,7 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: ` + ns + `-new}
 ---
-apiVersion: example.com/v1
+apiVersion: ` + group + `/v1
 kind: Widget
 metadata: {name: w, namespace: ` + ns + `-new}
 spec: {size: 3}
@@ -209,10 +212,10 @@ spec: {size: 3}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := actions(rep); a["Widget/w"] != apply.Created || a["CustomResourceDefinition/widgets.example.com"] != apply.Created || a["Namespace/"+ns+"-new"] != apply.Created {
+	if a := actions(rep); a["Widget/w"] != apply.Created || a["CustomResourceDefinition/widgets."+group] != apply.Created || a["Namespace/"+ns+"-new"] != apply.Created {
 		t.Fatalf("actions: %v", a)
 	}
-	w, err := get(t, dyn, schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "widgets"}, ns+"-new", "w")
+	w, err := get(t, dyn, schema.GroupVersionResource{Group: group, Version: "v1", Resource: "widgets"}, ns+"-new", "w")
 	if err != nil || w.Object["spec"].(map[string]any)["size"] != int64(3) {
 		t.Fatalf("widget: %v %v", w, err)
 	}

@@ -31,8 +31,8 @@ func (e *ErrPruneLimit) Error() string {
 // protected kinds are never pruned without an opt-in: deleting them
 // takes data or whole applications with them.
 func protected(k Key) bool {
-	return (k.Group == "" && (k.Kind == "Namespace" || k.Kind == "PersistentVolumeClaim")) ||
-		(k.Group == "apiextensions.k8s.io" && k.Kind == "CustomResourceDefinition")
+	gk := k.GroupKind()
+	return gk == namespaceGK || gk == crdGK || gk == (schema.GroupKind{Kind: "PersistentVolumeClaim"})
 }
 
 // Prune deletes the members of the set, of the kinds in gks, that are not

@@ -14,26 +14,20 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-// watcher follows the members of the set of one resource. It keeps no copy
-// of the objects: each event is compared with what was applied and
-// dropped, which is what keeps memory flat with many objects.
-type watcher struct {
-	cancel context.CancelFunc
-}
-
 // Watch starts watching the resources of every managed object that is
-// not watched yet. Watches end with ctx.
+// not watched yet. Watches end with ctx. A watch keeps no copy of the
+// objects: each event is compared with what was applied and dropped,
+// which is what keeps memory flat with many objects.
 func (e *Engine) Watch(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, m := range e.objs {
-		if _, ok := e.watches[m.gvr]; ok {
+		if e.watches[m.gvr] {
 			continue
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		e.watches[m.gvr] = &watcher{cancel: cancel}
+		e.watches[m.gvr] = true
 		go func(gvr schema.GroupVersionResource) {
-			e.follow(wctx, gvr)
+			e.follow(ctx, gvr)
 			// Ended with its context (leadership lost, shutdown): the
 			// next Watch starts it again.
 			e.mu.Lock()

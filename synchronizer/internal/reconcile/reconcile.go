@@ -374,9 +374,10 @@ func (r *Reconciler) refreshHealth(ctx context.Context) {
 	}
 }
 
-// heal re-applies what someone else changed.
+// heal re-applies what someone else changed, unless suspended (as of the
+// last pass): then drift waits for the resume.
 func (r *Reconciler) heal(ctx context.Context) {
-	if r.eng.Drifted() == 0 {
+	if r.eng.Drifted() == 0 || r.Status().Phase == inventory.Suspended {
 		return
 	}
 	res, err := r.eng.Heal(ctx)

@@ -313,13 +313,21 @@ func TestSuspendAndResume(t *testing.T) {
 	f.until("Suspended", func() bool { return f.stored().Status.Phase == inventory.Suspended })
 	c := f.commit(map[string]string{"app/a.yaml": cm("NS", "a", "2")})
 	f.rec.Trigger()
+	// A manual edit is not healed while suspended either.
+	b, _ := f.cs.CoreV1().ConfigMaps(f.ns).Get(t.Context(), "b", metav1.GetOptions{})
+	b.Data["v"] = "by hand"
+	if _, err := f.cs.CoreV1().ConfigMaps(f.ns).Update(t.Context(), b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(500 * time.Millisecond)
-	if f.value("a") != "1" {
-		t.Fatal("applied while suspended")
+	if f.value("a") != "1" || f.value("b") != "by hand" {
+		t.Fatalf("changed while suspended: a=%s b=%s", f.value("a"), f.value("b"))
 	}
 	f.store.SetSuspended(t.Context(), false)
 	f.rec.Trigger()
-	f.until("resumed and applied", func() bool { return f.stored().Status.LastAppliedRevision == "main@sha1:"+c && f.value("a") == "2" })
+	f.until("resumed and applied", func() bool {
+		return f.stored().Status.LastAppliedRevision == "main@sha1:"+c && f.value("a") == "2" && f.value("b") == "1"
+	})
 }
 
 // The API server goes away in the middle of a pass and comes back: the
