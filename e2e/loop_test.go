@@ -63,10 +63,10 @@ func TestLoopTagToProd(t *testing.T) {
 		t.Fatalf("%d bump commits on dev, want 1", n)
 	}
 	// The synchronizers ran as their ServiceAccounts: the live objects'
-	// only field manager is driftless, through the RBAC of manifests/.
+	// only field manager is the prod synchronizer's, through the RBAC of manifests/.
 	cs := kubernetes.NewForConfigOrDie(f.Clusters["prod"].Config)
 	d, err := cs.AppsV1().Deployments(fleet.AppNamespace).Get(t.Context(), "web", metav1.GetOptions{})
-	if err != nil || len(d.ManagedFields) == 0 || d.ManagedFields[0].Manager != "driftless" || *d.Spec.Replicas != 3 {
+	if err != nil || len(d.ManagedFields) == 0 || d.ManagedFields[0].Manager != "driftless/driftless-system/driftless" || *d.Spec.Replicas != 3 {
 		t.Fatalf("prod web: %+v %v", d.ManagedFields, err)
 	}
 	// The manifests' Pods pass the restricted Pod Security profile their

@@ -481,6 +481,8 @@ type SyncStatus struct {
 }
 
 // Status reads the /status of the program name ("" fields when down).
+// The message, which /status shows only to an authorized user, comes
+// from the status ConfigMap, as kubectl reads it.
 func (f *Fleet) Status(name string) SyncStatus {
 	var st SyncStatus
 	resp, err := http.Get("http://" + f.listenOf(name) + "/status")
@@ -489,6 +491,15 @@ func (f *Fleet) Status(name string) SyncStatus {
 	}
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(&st)
+	if c, ok := f.Clusters[strings.TrimPrefix(name, "sync-")]; ok {
+		if cs, err := kubernetes.NewForConfig(c.Config); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
+				st.Status.Message = cm.Data["message"]
+			}
+		}
+	}
 	return st
 }
 

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
-	"strings"
 
-	"github.com/go-git/go-git/v5/utils/diff"
-	"github.com/sergi/go-diff/diffmatchpatch"
+	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,67 +18,38 @@ import (
 	"driftless.dev/synchronizer/internal/inventory"
 )
 
+// Exit codes of diff, as kubectl diff and git diff use them.
+const (
+	diffSame    = 0
+	diffDiffers = 1
+	diffInvalid = 2
+)
+
 func diffCommand() *cobra.Command {
 	var cl clusterFlags
 	var dir, path, defaultNS string
+	var allowEmpty, pruneProtected bool
+	var maxPrune int
 	cmd := &cobra.Command{
 		Use:   "diff",
-		Short: "Show what applying a checkout path would change in the live cluster (a server-side dry run); exit 1 when anything would",
+		Short: "Show what a pass would change in the live cluster (server-side dry run); exit 0 when nothing, 1 when something, 2 when the pass would be refused or diff failed",
+		Long: `diff answers from the plan a pass executes: the same validation (a server-side dry run of
+every changed object), the same refusals (empty render, prune limit), the same prune decisions
+(opt-outs, protected kinds). Secret values are masked.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			objs, err := build.Build(dir, path)
-			if err != nil {
-				return err
-			}
-			cfg, err := cl.config()
-			if err != nil {
-				return err
-			}
-			parent := cl.parent()
-			eng, err := apply.NewForConfig(cfg, apply.Options{SetID: parent.ID(), Tenant: cl.tenant, DefaultNamespace: defaultNS}, zap.NewNop())
-			if err != nil {
-				return err
-			}
-			previews, err := eng.Preview(ctx, objs)
-			if err != nil {
-				return err
-			}
 			w := cmd.OutOrStdout()
-			changed := 0
-			desired := map[apply.Key]bool{}
-			for _, p := range previews {
-				desired[p.Object] = true
-				before, after := render(p.Live), render(p.Merged)
-				maskSecret(p.Object, before, after)
-				a, b := dump(before), dump(after)
-				if a == b {
-					continue
-				}
-				changed++
-				fmt.Fprintf(w, "--- %s (live)\n+++ %s (from Git)\n", p.Object, p.Object)
-				unified(w, a, b)
-			}
-			// What a pass would prune: members the render no longer has.
-			dyn, err := dynamic.NewForConfig(cfg)
-			if err != nil {
-				return err
-			}
-			st, err := inventory.NewStore(dyn, parent, "", "").Read(ctx)
-			if err != nil {
-				return err
-			}
-			live, err := eng.Members(ctx, st.GroupKinds)
-			if err != nil {
-				return err
-			}
-			for _, k := range live {
-				if !desired[k] {
-					changed++
-					fmt.Fprintf(w, "--- %s (live)\n+++ (pruned: no longer in Git)\n", k)
-				}
-			}
-			if changed > 0 {
-				return &exitError{code: 1, msg: fmt.Sprintf("%d object(s) differ", changed)}
+			n, err := runDiff(cmd.Context(), w, &cl, dir, path, apply.Options{
+				DefaultNamespace: defaultNS, AllowEmpty: allowEmpty, MaxPrune: maxPrune, AllowPruneProtected: pruneProtected,
+			})
+			var refused *refusal
+			switch {
+			case errors.As(err, &refused):
+				fmt.Fprintln(w, "would be refused:", refused.err)
+				return &exitError{code: diffInvalid, msg: "a pass would refuse this revision", quiet: true}
+			case err != nil:
+				return &exitError{code: diffInvalid, msg: err.Error()}
+			case n > 0:
+				return &exitError{code: diffDiffers, msg: fmt.Sprintf("%d object(s) differ", n), quiet: true}
 			}
 			fmt.Fprintln(w, "no differences")
 			return nil
@@ -88,7 +59,95 @@ func diffCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", ".", "the checkout")
 	cmd.Flags().StringVar(&path, "path", ".", "the folder inside the checkout to render")
 	cmd.Flags().StringVar(&defaultNS, "default-namespace", "default", "namespace for namespaced objects without one, outside tenant mode")
+	cmd.Flags().BoolVar(&allowEmpty, "allow-empty", false, "as the synchronizer's flag: an empty render prunes everything")
+	cmd.Flags().IntVar(&maxPrune, "max-prune", 100, "as the synchronizer's flag: the prune limit per pass")
+	cmd.Flags().BoolVar(&pruneProtected, "prune-protected", false, "as the synchronizer's flag")
 	return cmd
+}
+
+// refusal is what a pass would refuse, with the pass's own words.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+
+// runDiff prints the differences and returns how many objects differ.
+func runDiff(ctx context.Context, w io.Writer, cl *clusterFlags, dir, path string, opts apply.Options) (int, error) {
+	objs, err := build.Build(dir, path)
+	if err != nil {
+		return 0, &refusal{err}
+	}
+	cfg, err := cl.config()
+	if err != nil {
+		return 0, err
+	}
+	applyCfg, err := cl.applyConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	parent := cl.parent()
+	opts.SetID, opts.Tenant, opts.FieldManager = parent.ID(), cl.tenant, apply.FieldManagerFor(parent.Namespace, parent.Name)
+	eng, err := apply.New(applyCfg, opts, zap.NewNop())
+	if err != nil {
+		return 0, err
+	}
+	plan, err := eng.Plan(ctx, objs, apply.PlanOptions{Force: true, Full: true})
+	var ve *apply.ValidationError
+	if errors.Is(err, apply.ErrEmptyRender) || errors.As(err, &ve) {
+		return 0, &refusal{err}
+	}
+	if err != nil {
+		return 0, err
+	}
+	changed := 0
+	for _, c := range plan.Changes() {
+		if c.Deferred {
+			changed++
+			fmt.Fprintf(w, "+++ %s (created once its CRD, in the same revision, is established; not previewed)\n", c.Object)
+			continue
+		}
+		var live *unstructured.Unstructured
+		if c.Action != apply.Created {
+			if live, err = eng.Get(ctx, c.Object); err != nil {
+				return changed, err
+			}
+		}
+		before, after := render(live), render(c.Merged)
+		maskSecret(c.Object, before, after)
+		a, b := dump(before), dump(after)
+		if a == b {
+			continue
+		}
+		changed++
+		from := c.Object.String() + " (live)"
+		if live == nil {
+			from = "/dev/null (" + c.Object.String() + " does not exist)"
+		}
+		text, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(a), B: difflib.SplitLines(b),
+			FromFile: from, ToFile: c.Object.String() + " (from Git)", Context: 3})
+		fmt.Fprint(w, text)
+	}
+	// What the pass's prune would do, from its own plan.
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return changed, err
+	}
+	st, err := inventory.NewStore(dyn, parent, "", "").Read(ctx)
+	if err != nil {
+		return changed, err
+	}
+	pp := eng.PlanPrune(ctx, st.Members, plan.Keys())
+	for _, r := range pp.Results() {
+		changed++
+		if r.Action == apply.Pruned {
+			fmt.Fprintf(w, "--- %s (live)\n+++ (pruned: no longer in Git)\n", r.Object)
+		} else {
+			fmt.Fprintf(w, "~~~ %s (kept, no longer managed): %s\n", r.Object, r.Reason)
+		}
+	}
+	if pp.Refused != nil {
+		return changed, &refusal{pp.Refused}
+	}
+	return changed, nil
 }
 
 // render drops what the server keeps for itself, so the diff shows only
@@ -144,47 +203,4 @@ func dump(o map[string]any) string {
 	}
 	b, _ := yaml.Marshal(o)
 	return string(b)
-}
-
-// unified writes a line diff of a and b with three lines of context.
-func unified(w io.Writer, a, b string) {
-	type line struct {
-		op   byte
-		text string
-	}
-	var lines []line
-	for _, d := range diff.Do(a, b) {
-		op := byte(' ')
-		switch d.Type {
-		case diffmatchpatch.DiffDelete:
-			op = '-'
-		case diffmatchpatch.DiffInsert:
-			op = '+'
-		}
-		for _, l := range strings.SplitAfter(d.Text, "\n") {
-			if l != "" {
-				lines = append(lines, line{op, strings.TrimSuffix(l, "\n")})
-			}
-		}
-	}
-	near := func(i int) bool {
-		for j := max(0, i-3); j <= min(len(lines)-1, i+3); j++ {
-			if lines[j].op != ' ' {
-				return true
-			}
-		}
-		return false
-	}
-	skipped := false
-	for i, l := range lines {
-		if !near(i) {
-			skipped = true
-			continue
-		}
-		if skipped {
-			fmt.Fprintln(w, "@@ ... @@")
-			skipped = false
-		}
-		fmt.Fprintf(w, "%c%s\n", l.op, l.text)
-	}
 }
