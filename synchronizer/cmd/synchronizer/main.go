@@ -102,6 +102,9 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
 	var e *exitError
 	if errors.As(err, &e) {
 		return e.code

@@ -131,7 +131,8 @@ func (r *Reconciler) Passes() int {
 func (r *Reconciler) Live() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.passStart.IsZero() && time.Since(r.passStart) > r.cfg.PassTimeout+time.Minute {
+	limit := r.cfg.PassTimeout + min(time.Minute, r.cfg.PassTimeout/2)
+	if !r.passStart.IsZero() && time.Since(r.passStart) > limit {
 		return fmt.Errorf("a pass has run for %s, more than its timeout of %s", time.Since(r.passStart).Round(time.Second), r.cfg.PassTimeout)
 	}
 	return nil
@@ -297,6 +298,10 @@ func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.R
 	t0 = time.Now()
 	objs, err := r.build(ctx, rev.Dir, r.cfg.Path)
 	took.Build = time.Since(t0)
+	if ctx.Err() != nil {
+		// Out of time, not a broken commit: the next pass builds again.
+		return rev, fail(inventory.ReasonBuildFailed, fmt.Errorf("build of %q at %s did not finish within the pass timeout of %s: %w", r.cfg.Path, rev, r.cfg.PassTimeout, ctx.Err()))
+	}
 	r.tree = rev.Tree
 	if err != nil {
 		r.objs, r.broken = nil, fail(inventory.ReasonBuildFailed, fmt.Errorf("%w (not retried until the branch moves)", err))

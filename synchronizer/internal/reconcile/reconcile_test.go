@@ -530,3 +530,45 @@ func TestKeptObjectIsNamed(t *testing.T) {
 		t.Fatalf("a kept object is still a member: %v", f.stored().Members)
 	}
 }
+
+// A build that does not finish is bounded by the pass timeout: the pass
+// fails with a status that says so, the next pass tries again, and a
+// build that ignores its context makes the loop unhealthy (so /healthz
+// fails and the kubelet restarts the Pod).
+func TestStuckBuildIsBounded(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	release := make(chan struct{})
+	defer close(release)
+	var ignoreCtx atomic.Bool
+	stuck := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+		if ignoreCtx.Load() {
+			<-release
+			return nil, errors.New("released")
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	rec := reconcile.New(reconcile.Config{Path: "app", Interval: time.Hour, PassTimeout: 300 * time.Millisecond}, f.src, stuck, f.eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
+	for range 2 {
+		res := rec.Pass(t.Context())
+		var fl *reconcile.Failure
+		if !errors.As(res.Err, &fl) || fl.Reason != inventory.ReasonBuildFailed || !strings.Contains(fl.Error(), "did not finish within the pass timeout of 300ms") {
+			t.Fatalf("pass: %v", res.Err)
+		}
+	}
+	if err := rec.Live(); err != nil {
+		t.Fatalf("a loop whose passes end is live: %v", err)
+	}
+	ignoreCtx.Store(true)
+	go rec.Pass(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for rec.Live() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a pass stuck past its timeout did not make the loop unhealthy")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := rec.Live(); !strings.Contains(err.Error(), "more than its timeout of 300ms") {
+		t.Fatalf("liveness error: %v", err)
+	}
+}
