@@ -79,10 +79,15 @@ test: tools ## run every module's tests (unit, integration, e2e) with -race agai
 e2e: tools ## run only the end-to-end tests (the real binaries, the whole loop)
 	cd e2e && $(GO_ALONE) go test $(GO_TEST_FLAGS) ./...
 
-lint: ## gofmt and go vet every module
+# staticcheck is pinned in tools/lint (outside the workspace).
+$(TOOLS_BIN)/staticcheck: tools/lint/go.mod tools/lint/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd tools/lint && $(GO_ALONE) go build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+lint: $(TOOLS_BIN)/staticcheck ## gofmt, go vet and staticcheck on every module
 	@out=$$(git ls-files '*.go' | grep -v /testdata/ | xargs gofmt -l); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@for m in $(MODULES); do (cd $$m && $(GO_ALONE) go vet ./...) || exit 1; done
+	@for m in $(MODULES); do (cd $$m && $(GO_ALONE) go vet ./... && $(TOOLS_BIN)/staticcheck ./...) || exit 1; done
 	@echo "lint ok"
 
 bench: tools ## run the benchmarks

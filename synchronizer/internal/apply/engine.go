@@ -56,11 +56,9 @@ type Options struct {
 }
 
 // FieldManagerPrefix starts every Driftless synchronizer's field manager.
+// ("driftless", the one manager all synchronizers shared before, lacks the
+// slash: its fields are taken over, not contested.)
 const FieldManagerPrefix = "driftless/"
-
-// legacyFieldManager is the one field manager every synchronizer used
-// before each had its own; its fields are taken over, not contested.
-const legacyFieldManager = "driftless"
 
 // FieldManagerFor names the field manager of the synchronizer whose
 // ApplySet parent is namespace/name.
