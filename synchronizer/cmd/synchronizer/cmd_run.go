@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,6 +111,8 @@ func runCommand() *cobra.Command {
 			defer events.stop()
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "driftless_synchronizer_watched_resources",
+				Help: "Resources whose objects are watched for drift, their first list done."}, func() float64 { return float64(eng.Tracker().Listed()) }))
 			rec := reconcile.New(rc, s, buildFunc, eng, store, events, m, log.Named("reconcile"))
 			if once {
 				res := rec.Pass(ctx)

@@ -42,12 +42,13 @@ type Tracker struct {
 	objs    map[Key]*entry
 	drifted map[Key]bool
 	watches map[schema.GroupVersionResource]bool
+	listed  map[schema.GroupVersionResource]bool // watches past their first list
 	notify  chan struct{}
 }
 
 func newTracker(e *Engine) *Tracker {
 	return &Tracker{e: e, objs: map[Key]*entry{}, drifted: map[Key]bool{},
-		watches: map[schema.GroupVersionResource]bool{}, notify: make(chan struct{}, 1)}
+		watches: map[schema.GroupVersionResource]bool{}, listed: map[schema.GroupVersionResource]bool{}, notify: make(chan struct{}, 1)}
 }
 
 // Notify signals drift to heal or a change of health.
@@ -131,6 +132,7 @@ func (t *Tracker) Watch(ctx context.Context) {
 			// next Watch starts it again.
 			t.mu.Lock()
 			delete(t.watches, gvr)
+			delete(t.listed, gvr)
 			t.mu.Unlock()
 		}(m.gvr)
 	}
@@ -184,6 +186,9 @@ func (t *Tracker) follow(ctx context.Context, gvr schema.GroupVersionResource) {
 			}
 			rv = listRV
 			t.missing(gvr, present)
+			t.mu.Lock()
+			t.listed[gvr] = true
+			t.mu.Unlock()
 		}
 		w, err := ri.Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true})
 		if err != nil {
@@ -263,6 +268,14 @@ func (t *Tracker) missing(gvr schema.GroupVersionResource, present map[Key]bool)
 			t.signal()
 		}
 	}
+}
+
+// Listed is how many resources are watched with their first list done:
+// drift in them is seen as it happens.
+func (t *Tracker) Listed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.listed)
 }
 
 // Drifted is how many tracked objects wait to be healed.
