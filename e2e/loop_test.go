@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,6 +28,13 @@ func startFleet(t testing.TB, webhooks bool, interval time.Duration) *fleet.Flee
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			t.Log(f.Diagnose(ctx))
+		}
+	})
 	if err := f.Ready(t.Context(), 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
