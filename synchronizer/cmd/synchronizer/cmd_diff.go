@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"driftless.dev/synchronizer/internal/apply"
 	"driftless.dev/synchronizer/internal/build"
+	"driftless.dev/synchronizer/internal/diff"
 	"driftless.dev/synchronizer/internal/inventory"
 )
 
@@ -90,117 +88,30 @@ func runDiff(ctx context.Context, w io.Writer, cl *clusterFlags, dir, path strin
 	if err != nil {
 		return 0, err
 	}
-	plan, err := eng.Plan(ctx, objs, apply.PlanOptions{Force: true, Full: true})
-	var ve *apply.ValidationError
-	if errors.Is(err, apply.ErrEmptyRender) || errors.As(err, &ve) {
-		return 0, &refusal{err}
-	}
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return 0, err
 	}
-	changed := 0
-	for _, c := range plan.Changes() {
-		if c.Deferred {
-			changed++
-			fmt.Fprintf(w, "+++ %s (created once its CRD, in the same revision, is established; not previewed)\n", c.Object)
-			continue
-		}
-		var live *unstructured.Unstructured
-		if c.Action != apply.Created {
-			if live, err = eng.Get(ctx, c.Object); err != nil {
-				return changed, err
-			}
-		}
-		before, after := render(live), render(c.Merged)
-		maskSecret(c.Object, before, after)
-		a, b := dump(before), dump(after)
-		if a == b {
-			continue
-		}
-		changed++
-		from := c.Object.String() + " (live)"
-		if live == nil {
-			from = "/dev/null (" + c.Object.String() + " does not exist)"
-		}
-		text, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(a), B: difflib.SplitLines(b),
-			FromFile: from, ToFile: c.Object.String() + " (from Git)", Context: 3})
-		fmt.Fprint(w, text)
-	}
-	// What the pass's prune would do, from its own plan.
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return changed, err
-	}
 	st, err := inventory.NewStore(dyn, parent, "", "").Read(ctx)
 	if err != nil {
-		return changed, err
+		return 0, err
 	}
-	pp := eng.PlanPrune(ctx, st.Members, plan.Keys())
-	for _, r := range pp.Results() {
-		changed++
-		if r.Action == apply.Pruned {
-			fmt.Fprintf(w, "--- %s (live)\n+++ (pruned: no longer in Git)\n", r.Object)
-		} else {
-			fmt.Fprintf(w, "~~~ %s (kept, no longer managed): %s\n", r.Object, r.Reason)
+	res, err := diff.Compute(ctx, eng, objs, st.Members)
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range res.Objects {
+		switch {
+		case o.Action == apply.Orphaned:
+			fmt.Fprintf(w, "~~~ %s (kept, no longer managed): %s\n", o.Object, o.Note)
+		case o.Unified != "":
+			fmt.Fprint(w, o.Unified)
+		default:
+			fmt.Fprintf(w, "+++ %s (%s)\n", o.Object, o.Note)
 		}
 	}
-	if pp.Refused != nil {
-		return changed, &refusal{pp.Refused}
+	if res.Refused != "" {
+		return len(res.Objects), &refusal{errors.New(res.Refused)}
 	}
-	return changed, nil
-}
-
-// render drops what the server keeps for itself, so the diff shows only
-// what Git decides.
-func render(u *unstructured.Unstructured) map[string]any {
-	if u == nil {
-		return nil
-	}
-	o := u.DeepCopy().Object
-	unstructured.RemoveNestedField(o, "status")
-	for _, f := range []string{"managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"} {
-		unstructured.RemoveNestedField(o, "metadata", f)
-	}
-	return o
-}
-
-// maskSecret replaces a Secret's values with *** and says which changed,
-// as kubectl diff does: a value never reaches the terminal.
-func maskSecret(k apply.Key, before, after map[string]any) {
-	if k.Group != "" || k.Kind != "Secret" {
-		return
-	}
-	for _, field := range []string{"data", "stringData"} {
-		b, _, _ := unstructured.NestedMap(before, field)
-		a, _, _ := unstructured.NestedMap(after, field)
-		for key, av := range a {
-			if bv, ok := b[key]; ok && fmt.Sprint(bv) == fmt.Sprint(av) {
-				a[key], b[key] = "***", "***"
-			} else {
-				a[key] = "*** (after)"
-				if ok {
-					b[key] = "*** (before)"
-				}
-			}
-		}
-		for key := range b {
-			if _, ok := a[key]; !ok {
-				b[key] = "*** (before)"
-			}
-		}
-		if before != nil && b != nil {
-			_ = unstructured.SetNestedMap(before, b, field)
-		}
-		if after != nil && a != nil {
-			_ = unstructured.SetNestedMap(after, a, field)
-		}
-	}
-}
-
-func dump(o map[string]any) string {
-	if o == nil {
-		return ""
-	}
-	b, _ := yaml.Marshal(o)
-	return string(b)
+	return len(res.Objects), nil
 }

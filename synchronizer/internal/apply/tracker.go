@@ -321,6 +321,27 @@ func compareKeys(a, b Key) int {
 	return 0
 }
 
+// ObjectState is one applied object as the tracker knows it now.
+type ObjectState struct {
+	Object  Key                         `json:"object"`
+	Health  status.Status               `json:"health"`
+	Message string                      `json:"message,omitempty"`
+	Drifted bool                        `json:"drifted,omitempty"`
+	GVR     schema.GroupVersionResource `json:"-"`
+}
+
+// Objects lists every applied object with its health, in key order.
+func (t *Tracker) Objects() []ObjectState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ObjectState, 0, len(t.objs))
+	for k, m := range t.objs {
+		out = append(out, ObjectState{Object: k, Health: m.health, Message: m.message, Drifted: t.drifted[k], GVR: m.gvr})
+	}
+	slices.SortFunc(out, func(a, b ObjectState) int { return compareKeys(a.Object, b.Object) })
+	return out
+}
+
 // Health of one object.
 type Health struct {
 	Object  string        `json:"object"`

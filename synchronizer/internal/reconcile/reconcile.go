@@ -84,6 +84,47 @@ type Reconciler struct {
 	status    inventory.Status
 	passes    int
 	passStart time.Time // zero between passes
+	history   []PassRecord
+	desired   Desired
+	members   []apply.Member
+}
+
+// historyLen is how many passes History keeps.
+const historyLen = 100
+
+// PassRecord is one pass as history shows it.
+type PassRecord struct {
+	Start    time.Time        `json:"start"`
+	Duration time.Duration    `json:"duration"`
+	Revision string           `json:"revision,omitempty"`
+	Result   string           `json:"result"`
+	Reason   inventory.Reason `json:"reason,omitempty"`
+	Message  string           `json:"message,omitempty"`
+	Counts   map[string]int   `json:"counts,omitempty"`
+	Took     Timings          `json:"took"`
+}
+
+// History is the last passes, newest first.
+func (r *Reconciler) History() []PassRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.history)
+	slices.Reverse(out)
+	return out
+}
+
+// Desired is the render of the last revision built: what the loop holds
+// the cluster to, for a diff or a page.
+type Desired struct {
+	Revision source.Revision
+	Objects  []*unstructured.Unstructured
+}
+
+// Desired returns the last render and the inventory a pass prunes from.
+func (r *Reconciler) Desired() (Desired, []apply.Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired, slices.Clone(r.members)
 }
 
 // New returns a reconciler.
@@ -228,9 +269,21 @@ func (r *Reconciler) Pass(ctx context.Context) Result {
 		r.metrics.Objects.WithLabelValues(string(x.Action)).Inc()
 	}
 	r.metrics.ReconcileSeconds.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	st := r.Status()
+	rec := PassRecord{Start: start, Duration: time.Since(start), Revision: res.Revision.String(), Result: result, Took: res.Took}
+	if res.Changed() {
+		rec.Counts = counts(res)
+	}
+	if res.Err != nil {
+		rec.Reason, rec.Message = st.Reason, st.Message
+	}
 	r.mu.Lock()
 	r.passes++
 	r.passStart = time.Time{}
+	r.history = append(r.history, rec)
+	if len(r.history) > historyLen {
+		r.history = slices.Delete(r.history, 0, len(r.history)-historyLen)
+	}
 	r.mu.Unlock()
 	return res
 }
@@ -267,11 +320,12 @@ func (r *Reconciler) readState(ctx context.Context) (inventory.State, error) {
 	}
 	if !r.loaded {
 		r.written, r.loaded = st, true
+		r.mu.Lock()
+		r.members = st.Members
 		if st.Exists && st.Status.Phase != "" {
-			r.mu.Lock()
 			r.status = st.Status
-			r.mu.Unlock()
 		}
+		r.mu.Unlock()
 	}
 	r.written.Suspended = st.Suspended
 	r.metrics.Suspended.Set(b2f(st.Suspended))
@@ -308,6 +362,9 @@ func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.R
 		return rev, r.broken
 	}
 	r.objs, r.broken = objs, nil
+	r.mu.Lock()
+	r.desired = Desired{Revision: rev, Objects: objs}
+	r.mu.Unlock()
 	return rev, nil
 }
 
@@ -536,6 +593,9 @@ func (r *Reconciler) writeInventory(ctx context.Context, inv inventory.State) er
 	}
 	inv.Exists = true
 	r.written = inv
+	r.mu.Lock()
+	r.members = inv.Members
+	r.mu.Unlock()
 	return nil
 }
 

@@ -495,6 +495,9 @@ func TestBrokenBuildIsNotRetriedUntilTheBranchMoves(t *testing.T) {
 	if n := f.builds.Load() - start; n != 1 {
 		t.Fatalf("the same broken tree was built %d times", n)
 	}
+	if h := f.rec.History(); len(h) != 4 || h[0].Result != "failed" || h[0].Reason != inventory.ReasonBuildFailed || h[3].Result != "applied" || h[3].Counts["created"] != 3 {
+		t.Fatalf("history %+v", h)
+	}
 	f.commit(base)
 	if res := f.rec.Pass(t.Context()); res.Err != nil || f.builds.Load()-start != 2 {
 		t.Fatalf("after a fix: %v, %d builds", res.Err, f.builds.Load()-start)
