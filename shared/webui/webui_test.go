@@ -32,9 +32,9 @@ func TestMain(m *testing.M) { os.Exit(testenv.MainCluster(m, &cluster)) }
 // site is a UI with one page, its API and one action, authorized against
 // the real cluster, and tokens of ServiceAccounts RBAC treats differently.
 type site struct {
-	srv                      *httptest.Server
+	srv                     *httptest.Server
 	viewer, actor, stranger string
-	acted                    atomic.Int32
+	acted                   atomic.Int32
 }
 
 func newSite(t *testing.T) *site {
@@ -120,7 +120,9 @@ func (s *site) do(t *testing.T, method, path string, form url.Values, hdr map[st
 	return answer{resp.StatusCode, resp.Header, string(b)}
 }
 
-func cookie(token string) map[string]string { return map[string]string{"Cookie": webauth.CookieName + "=" + token} }
+func cookie(token string) map[string]string {
+	return map[string]string{"Cookie": webauth.CookieName + "=" + token}
+}
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
