@@ -296,10 +296,16 @@ type Diff struct {
 	Objects  []DiffObject `json:"objects"`
 }
 
-// DiffObject is one object of diff.Compute with its side-by-side view.
+// DiffObject is one object of diff.Compute (see diff.Object) with its
+// side-by-side view.
 type DiffObject struct {
-	diff.Object
-	Rows []Row `json:"rows,omitempty"`
+	Object  apply.Key    `json:"object"`
+	Action  apply.Action `json:"action"`
+	Live    string       `json:"live,omitempty"`
+	Git     string       `json:"git,omitempty"`
+	Unified string       `json:"unified,omitempty"`
+	Note    string       `json:"note,omitempty"`
+	Rows    []Row        `json:"rows,omitempty"`
 }
 
 func (h *Handler) diff(r *http.Request) (any, error) {
@@ -333,7 +339,8 @@ func (h *Handler) diff(r *http.Request) (any, error) {
 		if one != nil && o.Object != *one {
 			continue
 		}
-		out.Objects = append(out.Objects, DiffObject{Object: o, Rows: sideBySide(o.Live, o.Git)})
+		out.Objects = append(out.Objects, DiffObject{Object: o.Object, Action: o.Action, Live: o.Live, Git: o.Git, Unified: o.Unified, Note: o.Note,
+			Rows: sideBySide(o.Live, o.Git)})
 	}
 	if one != nil && len(out.Objects) == 0 && !h.known(*one) {
 		return nil, webui.Errorf(http.StatusNotFound, "%s is neither in the last render nor applied by this synchronizer", one)
