@@ -242,24 +242,31 @@ func (c *children) under(kind, name string) []Child {
 	return out
 }
 
-// liveChildren lists the ReplicaSets and Pods of each namespace, once
-// each, at most four namespaces at a time.
+// liveChildren lists the ReplicaSets and the Pods of each namespace,
+// once each, up to eight lists at a time.
 func (h *Handler) liveChildren(ctx context.Context, namespaces []string) map[string]*children {
 	out := make(map[string]*children, len(namespaces))
+	for _, ns := range namespaces {
+		out[ns] = &children{owned: map[string][]*unstructured.Unstructured{}}
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
+	sem := make(chan struct{}, 8)
 	for _, ns := range namespaces {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			c := &children{owned: map[string][]*unstructured.Unstructured{}}
-			var errs []string
-			for _, gvr := range []schema.GroupVersionResource{replicaSets, pods} {
+		for _, gvr := range []schema.GroupVersionResource{replicaSets, pods} {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
 				l, err := h.src.Kube.Resource(gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
+				mu.Lock()
+				defer mu.Unlock()
+				c := out[ns]
 				if err != nil {
-					errs = append(errs, fmt.Sprintf("list %s: %v", gvr.Resource, err))
-					continue
+					if c.err == "" {
+						c.err = "Pods and ReplicaSets not shown:"
+					}
+					c.err += fmt.Sprintf(" list %s: %v;", gvr.Resource, err)
+					return
 				}
 				for i := range l.Items {
 					u := &l.Items[i]
@@ -269,19 +276,16 @@ func (h *Handler) liveChildren(ctx context.Context, namespaces []string) map[str
 						}
 					}
 				}
-			}
-			for _, l := range c.owned {
-				slices.SortFunc(l, func(a, b *unstructured.Unstructured) int { return strings.Compare(a.GetName(), b.GetName()) })
-			}
-			if len(errs) > 0 {
-				c.err = "Pods and ReplicaSets not shown: " + strings.Join(errs, "; ")
-			}
-			mu.Lock()
-			out[ns] = c
-			mu.Unlock()
-		})
+			})
+		}
 	}
 	wg.Wait()
+	for _, c := range out {
+		c.err = strings.TrimSuffix(c.err, ";")
+		for _, l := range c.owned {
+			slices.SortFunc(l, func(a, b *unstructured.Unstructured) int { return strings.Compare(a.GetName(), b.GetName()) })
+		}
+	}
 	return out
 }
 

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
@@ -96,9 +97,15 @@ func newFixture(t testing.TB, files func(ns string) map[string]string, maxPrune 
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn := dynamic.NewForConfigOrDie(cluster.Config)
+	// As the program configures its client (--kube-api-qps): client-go's
+	// default of 5 per second would throttle the pages, not the cluster.
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.QPS, cfg.Burst = 1000, 2000
+	dyn := dynamic.NewForConfigOrDie(cfg)
 	store := inventory.NewStore(dyn, parent, "driftless/test", manager)
-	buildFn := func(_ context.Context, root, path string) ([]*unstructured.Unstructured, error) { return build.Build(root, path) }
+	buildFn := func(_ context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+		return build.Build(root, path)
+	}
 	rc := reconcile.Config{Path: "app", Interval: time.Hour, Resync: 30 * time.Minute}
 	f.rec = reconcile.New(rc, s, buildFn, eng, store, nopEvents{}, metrics.New(prometheus.NewRegistry()), zap.NewNop())
 	h, err := web.New(webauth.New(dyn), web.Sources{Loop: f.rec, Tracker: eng.Tracker(), Store: store, Engine: eng, Kube: dyn},
