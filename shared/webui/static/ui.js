@@ -9,6 +9,11 @@ document.addEventListener("DOMContentLoaded", () => {
       for (const row of rows) {
         row.hidden = q !== "" && !(row.dataset.text || row.textContent).toLowerCase().includes(q);
       }
+      // A group (a section, a kind's table) whose rows are all hidden goes too.
+      for (const group of document.querySelectorAll("[data-filter-group]")) {
+        const mine = [...rows].filter((r) => group.contains(r));
+        if (mine.length > 0) group.hidden = mine.every((r) => r.hidden);
+      }
     });
   }
 });
