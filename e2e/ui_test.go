@@ -320,7 +320,9 @@ func newBrowser(t *testing.T, base string) *browser {
 	// context it ran with: ctx itself, with a watchdog instead of a
 	// timeout context.
 	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.EmulateViewport(1280, 900)) }()
+	go func() {
+		started <- chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.EmulateViewport(1280, 900))
+	}()
 	select {
 	case err := <-started:
 		if err != nil {
@@ -406,7 +408,9 @@ func (b *browser) cookies() []*network.Cookie {
 // waitFor polls the current page until js is true.
 func (b *browser) waitFor(what, js string) {
 	b.t.Helper()
-	b.poll(what, func() bool { return b.eval(`(() => { try { return !!(`+js+`) } catch (e) { return false } })()`) == "true" })
+	b.poll(what, func() bool {
+		return b.eval(`(() => { try { return !!(`+js+`) } catch (e) { return false } })()`) == "true"
+	})
 }
 
 // until reloads path until js is true on it: the pages are plain server

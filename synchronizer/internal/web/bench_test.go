@@ -35,7 +35,11 @@ func thousand(ns string) map[string]string {
 // reads (the parent ConfigMap, one LIST of ReplicaSets and one of Pods)
 // and rendering.
 //
-//	cd synchronizer && GOWORK=off go test -run '^$' -bench Pages1000 -benchtime 20x ./internal/web/
+//	cd synchronizer && GOWORK=off go test -run '^$' -bench 'Pages1000/(ui|api_v1_objects)' -benchtime 20x ./internal/web/
+//
+// The whole-set diff (api_v1_diff) is diff.Compute over every object: a
+// server-side dry run of each and a read of each live copy, seconds for
+// 1,000; measure it with -bench Pages1000/api_v1_diff$ -benchtime 3x.
 func BenchmarkPages1000(b *testing.B) {
 	f := newFixture(b, thousand, 10)
 	ctx := context.Background()
@@ -50,7 +54,7 @@ func BenchmarkPages1000(b *testing.B) {
 		return err == nil && len(l.Items) == 100
 	})
 	for _, p := range []string{"/ui/", "/ui/objects", "/api/v1/objects", "/ui/objects?q=app-042", "/ui/history",
-		"/ui/diff?kind=ConfigMap&namespace=" + f.ns + "&name=cm-001"} {
+		"/ui/diff?kind=ConfigMap&namespace=" + f.ns + "&name=cm-001", "/api/v1/diff"} {
 		b.Run(strings.NewReplacer("/", "_", "?", "_", "&", "_", "=", "_").Replace(strings.TrimPrefix(p, "/")), func(b *testing.B) {
 			req := httptest.NewRequest("GET", p, nil)
 			if strings.HasPrefix(p, "/ui/") {
