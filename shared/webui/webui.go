@@ -271,6 +271,10 @@ func (u *UI) Action(do Do) http.Handler {
 func (u *UI) check(r *http.Request, attrs webauth.Attributes) (webauth.User, bool, error) {
 	cookie := !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ")
 	user, err := u.auth.Check(r.Context(), webauth.Token(r), attrs)
+	if err != nil && webauth.Status(err) == http.StatusServiceUnavailable {
+		// The cluster could not be asked: neither the user's fault nor ours.
+		err = &StatusError{Code: http.StatusServiceUnavailable, Err: err}
+	}
 	return user, cookie, err
 }
 
@@ -364,9 +368,6 @@ func statusOf(err error) int {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return http.StatusServiceUnavailable
 	}
-	if strings.HasPrefix(err.Error(), "token review") || strings.HasPrefix(err.Error(), "access review") {
-		return http.StatusServiceUnavailable
-	}
 	return http.StatusInternalServerError
 }
 
@@ -397,7 +398,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
 	_, err := u.auth.Check(r.Context(), token, u.opts.View)
-	switch code := statusOf(err); {
+	switch code := webauth.Status(err); {
 	case err == nil, code == http.StatusForbidden:
 	case code == http.StatusUnauthorized:
 		msg := "The cluster did not accept this token."

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"driftless.dev/shared/testenv"
 	"driftless.dev/shared/webauth"
@@ -282,5 +283,29 @@ func TestSecurityHeadersAndEmbeddedAssets(t *testing.T) {
 	login := s.do(t, "GET", "/ui/login", nil, nil).body
 	if regexp.MustCompile(`(src|href)="(https?:)?//`).MatchString(login) || strings.Contains(login, "<script>") {
 		t.Fatalf("the login page loads something from another origin or inline: %s", login)
+	}
+}
+
+// When the cluster cannot be asked, the answer says so (503), and does
+// not pretend the token was wrong (401) or the user forbidden (403).
+func TestClusterUnreachableIs503(t *testing.T) {
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.Host = "https://127.0.0.1:1"
+	cfg.Timeout = 2 * time.Second
+	attrs := webauth.Attributes{Verb: "get", Resource: "configmaps", Namespace: "x", Name: "driftless"}
+	ui, err := webui.New(webauth.New(dynamic.NewForConfigOrDie(cfg)), webui.Options{Title: "Test", View: attrs, Act: attrs}, zap.NewNop(), fstest.MapFS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	ui.Mount(mux)
+	mux.Handle("GET /api/v1/hello", ui.API(func(*http.Request) (any, error) { return "hello", nil }))
+	s := &site{srv: httptest.NewServer(mux)}
+	defer s.srv.Close()
+	if a := s.do(t, "GET", "/api/v1/hello", nil, map[string]string{"Authorization": "Bearer some-token"}); a.code != http.StatusServiceUnavailable || strings.Contains(a.body, "hello") {
+		t.Fatalf("API: %d %s", a.code, a.body)
+	}
+	if a := s.do(t, "POST", "/ui/login", url.Values{"token": {"some-token"}}, nil); a.code != http.StatusServiceUnavailable || a.header.Get("Set-Cookie") != "" {
+		t.Fatalf("login: %d %v", a.code, a.header)
 	}
 }

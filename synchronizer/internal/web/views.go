@@ -108,8 +108,8 @@ type Objects struct {
 	Drifted bool   `json:"drifted,omitempty"`
 	Total   int    `json:"total"`
 	Shown   int    `json:"shown"`
-	// HealthValues are the statuses the filter offers.
-	HealthValues []status.Status `json:"-"`
+	// HealthValues are the statuses the health filter takes.
+	HealthValues []status.Status `json:"healthValues"`
 	Namespaces   []Namespace     `json:"namespaces"`
 }
 
