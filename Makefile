@@ -133,3 +133,18 @@ demo-down: ## stop what demo started and remove its files
 
 clean: env-down ## remove built programs (keeps .tools; remove it by hand to rebuild the tools)
 	rm -rf $(BIN)
+
+## ---- the web UI: a browser for its tests, and its screenshots
+
+.PHONY: browser screenshots
+
+# A prerequisite added to tools here, so the lines above stay as they are.
+tools: browser
+
+browser: ## install Debian's chromium (the UI's browser tests drive it headless), when absent
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x /usr/bin/chromium || { echo "chromium missing: install Debian's chromium package"; exit 1; }
+
+screenshots: tools ## regenerate docs/screenshots (overview, objects, diff) with the browser test
+	@mkdir -p $(ROOT)/docs/screenshots
+	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^TestUIInABrowser$$' .

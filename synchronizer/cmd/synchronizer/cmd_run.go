@@ -41,7 +41,7 @@ func runCommand() *cobra.Command {
 	var rc reconcile.Config
 	var opts apply.Options
 	var listen, secretFile, identity, logFormat, logLevel string
-	var elect, once bool
+	var elect, once, ui bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
@@ -147,6 +147,9 @@ func runCommand() *cobra.Command {
 			}
 			mux.Handle("POST /hooks/git", &hook.Handler{Secret: secret, Ref: ref, Trigger: rec.Trigger, Leading: leading, Log: log.Named("hook")})
 			mux.Handle("GET /status", statusHandler(webauth.New(dyn), parent, rec, eng, leading))
+			if err := mountUI(ui, mux, dyn, parent, rec, eng, store, scfg.URL, rc, leading, log.Named("web")); err != nil {
+				return err
+			}
 			var wg sync.WaitGroup
 			wg.Go(func() {
 				if err := serve.Serve(ctx, l, mux); err != nil {
@@ -182,6 +185,7 @@ func runCommand() *cobra.Command {
 	fs.BoolVar(&elect, "leader-elect", false, "apply only while holding a Lease, so replicas never both apply")
 	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed)")
+	fs.BoolVar(&ui, "ui", true, "serve the web UI (/ui/) and its API (/api/v1/), authorized by the cluster's RBAC (see docs/ui.md)")
 	fs.StringVar(&logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
