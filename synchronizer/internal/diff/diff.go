@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/pmezard/go-difflib/difflib"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -66,32 +67,25 @@ func Compute(ctx context.Context, eng Engine, objs []*unstructured.Unstructured,
 	if err != nil {
 		return res, err
 	}
-	for _, c := range plan.Changes() {
-		o := Object{Object: c.Object, Action: c.Action}
-		if c.Deferred {
-			o.Note = "created once its CRD, in the same revision, is established; not previewed"
-			res.Objects = append(res.Objects, o)
-			continue
+	// The live copies are read 16 at a time, as a pass writes.
+	changes := plan.Changes()
+	objects := make([]*Object, len(changes))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, c := range changes {
+		g.Go(func() error {
+			o, err := object(gctx, eng, c)
+			objects[i] = o
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	for _, o := range objects {
+		if o != nil {
+			res.Objects = append(res.Objects, *o)
 		}
-		var live *unstructured.Unstructured
-		if c.Action != apply.Created {
-			if live, err = eng.Get(ctx, c.Object); err != nil {
-				return res, err
-			}
-		}
-		before, after := render(live), render(c.Merged)
-		maskSecret(c.Object, before, after)
-		o.Live, o.Git = dump(before), dump(after)
-		if o.Live == o.Git {
-			continue
-		}
-		from := c.Object.String() + " (live)"
-		if live == nil {
-			from = "/dev/null (" + c.Object.String() + " does not exist)"
-		}
-		o.Unified, _ = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(o.Live), B: difflib.SplitLines(o.Git),
-			FromFile: from, ToFile: c.Object.String() + " (from Git)", Context: 3})
-		res.Objects = append(res.Objects, o)
 	}
 	pp := eng.PlanPrune(ctx, members, plan.Keys())
 	for _, r := range pp.Results() {
@@ -110,6 +104,35 @@ func Compute(ctx context.Context, eng Engine, objs []*unstructured.Unstructured,
 		res.Refused = pp.Refused.Error()
 	}
 	return res, nil
+}
+
+// object diffs one change; nil when live and Git agree.
+func object(ctx context.Context, eng Engine, c apply.Change) (*Object, error) {
+	o := &Object{Object: c.Object, Action: c.Action}
+	if c.Deferred {
+		o.Note = "created once its CRD, in the same revision, is established; not previewed"
+		return o, nil
+	}
+	var live *unstructured.Unstructured
+	if c.Action != apply.Created {
+		var err error
+		if live, err = eng.Get(ctx, c.Object); err != nil {
+			return nil, err
+		}
+	}
+	before, after := render(live), render(c.Merged)
+	maskSecret(c.Object, before, after)
+	o.Live, o.Git = dump(before), dump(after)
+	if o.Live == o.Git {
+		return nil, nil
+	}
+	from := c.Object.String() + " (live)"
+	if live == nil {
+		from = "/dev/null (" + c.Object.String() + " does not exist)"
+	}
+	o.Unified, _ = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(o.Live), B: difflib.SplitLines(o.Git),
+		FromFile: from, ToFile: c.Object.String() + " (from Git)", Context: 3})
+	return o, nil
 }
 
 // render drops what the server keeps for itself, so the diff shows only

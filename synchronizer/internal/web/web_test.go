@@ -93,7 +93,10 @@ func newFixture(t testing.TB, files func(ns string) map[string]string, maxPrune 
 	}
 	parent := inventory.Parent{Namespace: f.ns, Name: "driftless"}
 	manager := apply.FieldManagerFor(parent.Namespace, parent.Name)
-	eng, err := apply.New(cluster.Config, apply.Options{SetID: parent.ID(), FieldManager: manager, MaxPrune: maxPrune}, zap.NewNop())
+	// As the program configures its clients (--kube-api-qps, --kube-api-burst).
+	engCfg := rest.CopyConfig(cluster.Config)
+	engCfg.QPS, engCfg.Burst = 1000, 2000
+	eng, err := apply.New(engCfg, apply.Options{SetID: parent.ID(), FieldManager: manager, MaxPrune: maxPrune}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
