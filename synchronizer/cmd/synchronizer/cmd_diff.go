@@ -26,7 +26,7 @@ func diffCommand() *cobra.Command {
 		Short: "Show what applying a checkout path would change in the live cluster (a server-side dry run); exit 1 when anything would",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			objs, err := build.Build(dir, path)
+			objs, err := build.Build(ctx, dir, path)
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"driftless.dev/synchronizer/internal/apply"
+	"driftless.dev/synchronizer/internal/build"
 	"driftless.dev/synchronizer/internal/inventory"
 	"driftless.dev/synchronizer/internal/metrics"
 	"driftless.dev/synchronizer/internal/source"
@@ -29,8 +30,9 @@ type Fetcher interface {
 	Fetch(ctx context.Context) (source.Revision, error)
 }
 
-// Builder renders the objects of path inside a checkout.
-type Builder func(root, path string) ([]*unstructured.Unstructured, error)
+// Builder renders the objects of path inside a checkout, within ctx
+// (build.Build is one).
+type Builder func(ctx context.Context, root, path string, opts ...build.Option) ([]*unstructured.Unstructured, error)
 
 // Store keeps the inventory and status.
 type Store interface {
@@ -234,7 +236,7 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 	}
 	if rev.Tree != r.tree || r.objs == nil {
 		t0 := time.Now()
-		objs, err := r.build(rev.Dir, r.cfg.Path)
+		objs, err := r.build(ctx, rev.Dir, r.cfg.Path)
 		took.build = time.Since(t0)
 		if err != nil {
 			return rep, prep, rev, &failure{"BuildFailed", err}
