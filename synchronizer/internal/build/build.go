@@ -13,6 +13,7 @@ package build
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -169,11 +170,18 @@ func kustomizationFile(fsys *checkoutfs.FS, dir string) string {
 
 // fromResources converts Kustomize's resources to the objects the apply
 // engine takes, through JSON so numbers are int64/float64 as client-go
-// expects (kyaml's Map gives int, which DeepCopy refuses).
+// expects (kyaml's Map gives int, which DeepCopy refuses). It decodes each
+// YAML node as kyaml's RNode.MarshalJSON (what krusty's output goes
+// through) does, without printing it to YAML text and parsing it back,
+// which took half the fast path's time.
 func fromResources(res []*resource.Resource) ([]*unstructured.Unstructured, error) {
 	out := make([]*unstructured.Unstructured, 0, len(res))
 	for _, r := range res {
-		b, err := r.MarshalJSON()
+		m := map[string]any{}
+		if err := r.YNode().Decode(&m); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBuild, r.CurId(), err)
+		}
+		b, err := json.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrBuild, r.CurId(), err)
 		}
