@@ -126,11 +126,14 @@ func render(ctx context.Context, fsys *checkoutfs.FS, root, p string, o options)
 			return nil, fmt.Errorf("%w: %s", ErrBuild, explain(err, fsys.Reads()))
 		}
 	}
-	res, ok, err := simple(ctx, fsys, dir)
-	if err != nil {
-		return nil, err
+	var res []*resource.Resource
+	ok := false
+	if !o.krustyOnly {
+		if res, ok, err = simple(ctx, fsys, dir); err != nil {
+			return nil, err
+		}
 	}
-	if ok && !o.krustyOnly {
+	if ok {
 		if o.order == LegacyOrder {
 			legacySort(res)
 		}

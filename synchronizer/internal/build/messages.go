@@ -249,20 +249,23 @@ var shown = map[string]bool{
 var hidden = map[string]bool{"data": true, "stringData": true, "binaryData": true, "literals": true, "patch": true, "value": true}
 
 func secretValues(reads []checkoutfs.Read) []string {
-	set := map[string]bool{}
+	set, names := map[string]bool{}, map[string]bool{}
 	for _, r := range reads {
-		collectValues(r.Data, set, 0)
+		collectValues(r.Data, set, names, 0)
 	}
 	out := make([]string, 0, len(set))
 	for v := range set {
-		out = append(out, v)
+		// A value that is also a name or path is shown where it names.
+		if !names[v] {
+			out = append(out, v)
+		}
 	}
 	// Longest first, so a value that contains another goes whole.
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) || len(out[i]) == len(out[j]) && out[i] < out[j] })
 	return out
 }
 
-func collectValues(data []byte, set map[string]bool, depth int) {
+func collectValues(data []byte, set, names map[string]bool, depth int) {
 	if depth > 3 {
 		return
 	}
@@ -277,7 +280,7 @@ func collectValues(data []byte, set map[string]bool, depth int) {
 			// Not YAML (an env file, a malformed patch): every line's
 			// value part is a value.
 			for _, line := range strings.Split(string(data), "\n") {
-				addValue(set, line, depth)
+				addValue(set, names, line, depth)
 			}
 			return
 		}
@@ -287,12 +290,13 @@ func collectValues(data []byte, set map[string]bool, depth int) {
 		}
 		walkScalars(&n, "", func(f string, v *yamlv3.Node) {
 			if !sensitive(f) {
+				names[v.Value] = true
 				return
 			}
-			addValue(set, v.Value, depth)
+			addValue(set, names, v.Value, depth)
 			if isSecret && strings.HasPrefix(f, "data.") {
 				if b, err := base64.StdEncoding.DecodeString(v.Value); err == nil {
-					addValue(set, string(b), depth)
+					addValue(set, names, string(b), depth)
 				}
 			}
 		})
@@ -316,21 +320,21 @@ func sensitive(field string) bool {
 	return len(keys) == 0 || !shown[keys[len(keys)-1]]
 }
 
-func addValue(set map[string]bool, v string, depth int) {
+func addValue(set, names map[string]bool, v string, depth int) {
 	v = strings.TrimSpace(v)
 	if strings.Contains(v, "\n") {
 		set[v] = true
 		// A block (an inline patch, a file's content): its own values.
-		collectValues([]byte(v), set, depth+1)
+		collectValues([]byte(v), set, names, depth+1)
 		for _, line := range strings.Split(v, "\n") {
-			addValue(set, line, depth+1)
+			addValue(set, names, line, depth+1)
 		}
 		return
 	}
 	// The value part of "key: value", "- value", "key=value".
 	for _, sep := range []string{": ", "=", "- "} {
 		if i := strings.Index(v, sep); i >= 0 {
-			addValue(set, v[i+len(sep):], depth)
+			addValue(set, names, v[i+len(sep):], depth)
 		}
 	}
 	v = strings.Trim(v, `"' `)

@@ -1,7 +1,10 @@
 package build
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Every field Kustomize reads a path from, at any depth (a base, a
@@ -154,4 +158,52 @@ func TestGitFolderIsNeverRead(t *testing.T) {
 	if err != nil || len(objs) != 1 {
 		t.Fatalf("plain root: %v %v", objs, err)
 	}
+}
+
+// A build that does not finish within its limit is stopped (its process
+// killed), and the error names the path and the limit.
+func TestStuckBuildStopsAtItsLimit(t *testing.T) {
+	// Krusty scans its list on every append: 4,000 objects take it many
+	// seconds, far beyond the limit.
+	var sb strings.Builder
+	for i := range 4000 {
+		fmt.Fprintf(&sb, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%04d}\n---\n", i)
+	}
+	root := tree(t, map[string]string{"big/kustomization.yaml": "namespace: x\nresources: [objects.yaml]\n", "big/objects.yaml": sb.String()})
+	_, err := Build(t.Context(), root, "big", krustyOnly, WithTimeout(300*time.Millisecond))
+	var te *TimeoutError
+	if !errors.As(err, &te) || !errors.Is(err, ErrBuild) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want a TimeoutError", err)
+	}
+	if want := "build of big stopped: it did not finish within 300ms"; err.Error() != want {
+		t.Fatalf("got %q, want %q", err, want)
+	}
+	if n := buildProcesses(t); n != 0 {
+		t.Fatalf("%d build process(es) still running", n)
+	}
+	// The caller's own cancellation (shutdown) stops it the same way.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := Build(ctx, root, "big", krustyOnly); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: got %v", err)
+	}
+}
+
+// buildProcesses counts the build processes this process started that
+// are still there.
+func buildProcesses(t *testing.T) int {
+	t.Helper()
+	n := 0
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || string(bytes.TrimRight(cmdline, "\x00")) != childName {
+			continue
+		}
+		status, _ := os.ReadFile(filepath.Join(d, "status"))
+		if strings.Contains(string(status), fmt.Sprintf("\nPPid:\t%d\n", os.Getpid())) {
+			n++
+		}
+	}
+	return n
 }
