@@ -34,6 +34,8 @@ var (
 	ErrNotFound   = errors.New("does not exist in the checkout")
 	ErrReadOnly   = errors.New("the checkout is read-only to a build")
 	ErrLinkLoop   = errors.New("has too many levels of symbolic links")
+
+	errDangling = fmt.Errorf("points to a path that %w", ErrNotFound)
 )
 
 // PathError says which repository path failed and why. Path is relative to
@@ -181,6 +183,7 @@ func (f *FS) resolve(rel string) (string, error) {
 	pending := strings.Split(rel, "/")
 	var done []string
 	hops := 0
+	via := "" // the last link followed: what went wrong after it is its doing
 	for len(pending) > 0 {
 		c := pending[0]
 		pending = pending[1:]
@@ -189,12 +192,12 @@ func (f *FS) resolve(rel string) (string, error) {
 			continue
 		case "..":
 			if len(done) == 0 {
-				return "", &PathError{Path: rel, Err: ErrEscapes}
+				return "", &PathError{Path: rel, Link: via, Err: ErrEscapes}
 			}
 			done = done[:len(done)-1]
 			continue
 		case ".git":
-			return "", &PathError{Path: rel, Err: ErrGit}
+			return "", &PathError{Path: rel, Link: via, Err: ErrGit}
 		}
 		cur := path.Join(append(slices.Clone(done), c)...)
 		if _, ok := f.virtual[cur]; ok {
@@ -204,6 +207,9 @@ func (f *FS) resolve(rel string) (string, error) {
 		st, err := f.root.Lstat(cur)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
+				if via != "" {
+					return "", &PathError{Path: rel, Link: via, Err: errDangling}
+				}
 				return "", &PathError{Path: rel, Err: ErrNotFound}
 			}
 			return "", &PathError{Path: rel, Err: cleanErr(err)}
@@ -215,6 +221,7 @@ func (f *FS) resolve(rel string) (string, error) {
 		if hops++; hops > 40 {
 			return "", &PathError{Path: rel, Link: cur, Err: ErrLinkLoop}
 		}
+		via = cur
 		target, err := f.root.Readlink(cur)
 		if err != nil {
 			return "", &PathError{Path: rel, Link: cur, Err: cleanErr(err)}
