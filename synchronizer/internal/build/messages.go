@@ -323,19 +323,20 @@ func sensitive(field string) bool {
 func addValue(set, names map[string]bool, v string, depth int) {
 	v = strings.TrimSpace(v)
 	if strings.Contains(v, "\n") {
-		set[v] = true
-		// A block (an inline patch, a file's content): its own values.
+		// A block (an inline patch, a file's content): its own values,
+		// line by line if it is not YAML.
 		collectValues([]byte(v), set, names, depth+1)
-		for _, line := range strings.Split(v, "\n") {
-			addValue(set, names, line, depth+1)
-		}
 		return
 	}
 	// The value part of "key: value", "- value", "key=value".
 	for _, sep := range []string{": ", "=", "- "} {
 		if i := strings.Index(v, sep); i >= 0 {
 			addValue(set, names, v[i+len(sep):], depth)
+			return
 		}
+	}
+	if strings.HasSuffix(v, ":") {
+		return // a key with its value on the next lines
 	}
 	v = strings.Trim(v, `"' `)
 	if utf8.RuneCountInString(v) < 4 {
