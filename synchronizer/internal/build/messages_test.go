@@ -2,7 +2,10 @@ package build
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -68,22 +71,28 @@ func TestErrorsNeverShowValues(t *testing.T) {
 // Helm charts are not rendered; the error says so, where, and what to do,
 // not "must specify --enable-helm" (a flag Driftless does not have).
 func TestHelmChartsSayWhatIsTrue(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(srv.Close)
 	for _, tc := range []struct {
 		name  string
 		files map[string]string
 		want  string
 	}{
-		{"helmCharts", map[string]string{"k/kustomization.yaml": "helmCharts:\n- name: podinfo\n  repo: https://stefanprodan.github.io/podinfo\n  version: 6.7.0\n"},
+		{"helmCharts", map[string]string{"k/kustomization.yaml": "helmCharts:\n- name: podinfo\n  repo: " + srv.URL + "\n  version: 6.7.0\n"},
 			"k/kustomization.yaml: helmCharts: Helm charts are not rendered by Driftless: render the chart into Git (helm template) and list the output under resources"},
 		{"a HelmChartInflationGenerator", map[string]string{
 			"k/kustomization.yaml": "generators: [helm.yaml]\n",
-			"k/helm.yaml":          "apiVersion: builtin\nkind: HelmChartInflationGenerator\nmetadata: {name: podinfo}\nname: podinfo\nrepo: https://stefanprodan.github.io/podinfo\n",
+			"k/helm.yaml":          "apiVersion: builtin\nkind: HelmChartInflationGenerator\nmetadata: {name: podinfo}\nname: podinfo\nrepo: " + srv.URL + "\n",
 		}, "k/helm.yaml: kind HelmChartInflationGenerator: Helm charts are not rendered by Driftless"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Build(t.Context(), tree(t, tc.files), "k")
 			if !errors.Is(err, ErrBuild) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "enable-helm") {
 				t.Fatalf("got %v\nwant %q", err, tc.want)
+			}
+			if n := hits.Load(); n != 0 {
+				t.Fatalf("%d request(s) reached the chart repository", n)
 			}
 		})
 	}

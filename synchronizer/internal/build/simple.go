@@ -179,9 +179,9 @@ func (s *fast) kustomization(dir string) (simpleKustomization, bool) {
 	var k simpleKustomization
 	name := ""
 	for _, n := range konfig.RecognizedKustomizationFileNames() {
-		if _, isDir, err := s.fsys.Lookup(path.Join(dir, n)); err == nil && !isDir {
-			if name != "" {
-				return k, false // krusty refuses two
+		if resolved, isDir, err := s.fsys.Lookup(path.Join(dir, n)); err == nil && !isDir {
+			if name != "" || !within(path.Dir(resolved), dir) {
+				return k, false // krusty refuses two, and one it may not load
 			}
 			name = n
 		}
