@@ -59,6 +59,9 @@ func refusalMessage(msg string, reads []checkoutfs.Read, refusals []*checkoutfs.
 		return "", false
 	}
 	pe := refusals[0]
+	if !strings.Contains(msg, pe.Err.Error()) {
+		return "", false // Kustomize went past it: not why it failed
+	}
 	reason := pe.Err.Error()
 	if pe.Link != "" {
 		reason = "symbolic link " + pe.Link + " " + reason
@@ -184,7 +187,6 @@ func isKustomizationFile(p string) bool {
 type location struct {
 	field string // patches[0].path
 	value string
-	line  int
 }
 
 // scalars lists the scalar values of every document of a file read, with
@@ -202,7 +204,7 @@ func scalars(r checkoutfs.Read) []location {
 			prefix = "document " + strconv.Itoa(doc) + ": "
 		}
 		walkScalars(&n, "", func(field string, v *yamlv3.Node) {
-			out = append(out, location{field: prefix + field, value: v.Value, line: v.Line})
+			out = append(out, location{field: prefix + field, value: v.Value})
 		})
 	}
 }
