@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,12 @@ func main() {
 	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+		var e *exitError
+		if errors.As(err, &e) && e.quiet {
+			fmt.Fprintln(os.Stderr, e.msg)
+		} else {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }
@@ -112,15 +118,21 @@ A path that renders no objects is an error (a pass would refuse it too), unless 
 }
 
 // exitError carries a specific exit code (diff's "there is a difference").
+// A quiet one is an outcome, not a failure: printed without "error:".
 type exitError struct {
-	code int
-	msg  string
+	code  int
+	msg   string
+	quiet bool
 }
 
 func (e *exitError) Error() string { return e.msg }
 
 func exitCode(err error) int {
-	if e, ok := err.(*exitError); ok {
+	if err == nil {
+		return 0
+	}
+	var e *exitError
+	if errors.As(err, &e) {
 		return e.code
 	}
 	return 1
