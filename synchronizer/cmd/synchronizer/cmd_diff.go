@@ -70,7 +70,7 @@ func (r *refusal) Error() string { return r.err.Error() }
 
 // runDiff prints the differences and returns how many objects differ.
 func runDiff(ctx context.Context, w io.Writer, cl *clusterFlags, dir, path string, opts apply.Options) (int, error) {
-	objs, err := build.Build(dir, path)
+	objs, err := build.Build(ctx, dir, path)
 	if err != nil {
 		return 0, &refusal{err}
 	}

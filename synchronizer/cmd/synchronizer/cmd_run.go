@@ -271,6 +271,6 @@ func statusHandler(auth *webauth.Authorizer, parent inventory.Parent, rec *recon
 }
 
 // buildFunc renders a checkout path for the loop.
-func buildFunc(_ context.Context, root, path string) ([]*unstructured.Unstructured, error) {
-	return build.Build(root, path)
+func buildFunc(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+	return build.Build(ctx, root, path)
 }

@@ -131,7 +131,7 @@ func (f *fixture) newReconciler(src reconcile.Fetcher, cfg reconcile.Config) *re
 	f.store = inventory.NewStore(dynamic.NewForConfigOrDie(cluster.Config), parent, "driftless/test", manager)
 	builder := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
 		f.builds.Add(1)
-		return build.Build(root, path)
+		return build.Build(ctx, root, path)
 	}
 	return reconcile.New(cfg, src, builder, eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
 }
@@ -293,7 +293,7 @@ func TestBadCommitsApplyNothing(t *testing.T) {
 		{"unknown kind", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g, namespace: NS}\n"}, "ValidationFailed", "Gadget.example.com NS/g: unknown kind Gadget"},
 		{"dry-run rejection", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: NS}\nspec: {ports: [{port: 0}]}\n"}, "ValidationFailed", "Service NS/s: Service \"s\" is invalid"},
 		{"broken kustomization", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, missing.yaml]\n"}, "BuildFailed", "missing.yaml"},
-		{"path escape", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, ../../etc/passwd]\n"}, "BuildFailed", `resource "../../etc/passwd": escapes the checkout`},
+		{"path escape", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, ../../etc/passwd]\n"}, "BuildFailed", `app/kustomization.yaml: resources[1] "../../etc/passwd": escapes the checkout`},
 		{"empty render", map[string]string{"app/kustomization.yaml": "resources: []\n"}, "EmptyRender", "renders no objects"},
 	}
 	for _, c := range cases {

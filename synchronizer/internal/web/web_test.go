@@ -106,8 +106,8 @@ func newFixture(t testing.TB, files func(ns string) map[string]string, maxPrune 
 	cfg.QPS, cfg.Burst = 1000, 2000
 	dyn := dynamic.NewForConfigOrDie(cfg)
 	store := inventory.NewStore(dyn, parent, "driftless/test", manager)
-	buildFn := func(_ context.Context, root, path string) ([]*unstructured.Unstructured, error) {
-		return build.Build(root, path)
+	buildFn := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+		return build.Build(ctx, root, path)
 	}
 	rc := reconcile.Config{Path: "app", Interval: time.Hour, Resync: 30 * time.Minute}
 	f.rec = reconcile.New(rc, s, buildFn, eng, store, nopEvents{}, metrics.New(prometheus.NewRegistry()), zap.NewNop())
