@@ -42,6 +42,7 @@ func runCommand() *cobra.Command {
 	var opts apply.Options
 	var listen, secretFile, identity, logFormat, logLevel string
 	var elect, once, ui bool
+	var buildTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
@@ -113,6 +114,9 @@ func runCommand() *cobra.Command {
 			m := metrics.New(reg)
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "driftless_synchronizer_watched_resources",
 				Help: "Resources whose objects are watched for drift, their first list done."}, func() float64 { return float64(eng.Tracker().Listed()) }))
+			buildFunc := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+				return build.Build(ctx, root, path, build.WithTimeout(buildTimeout))
+			}
 			rec := reconcile.New(rc, s, buildFunc, eng, store, events, m, log.Named("reconcile"))
 			if once {
 				res := rec.Pass(ctx)
@@ -173,6 +177,7 @@ func runCommand() *cobra.Command {
 	fs.DurationVar(&rc.Interval, "interval", time.Minute, "how often to fetch when no webhook arrives")
 	fs.DurationVar(&rc.Resync, "resync", 30*time.Minute, "how often to re-apply every object regardless of what the watches say (0: never)")
 	fs.DurationVar(&rc.HealthTimeout, "health-timeout", 5*time.Minute, "how long objects may take to become healthy after an apply before the status says Stalled")
+	fs.DurationVar(&buildTimeout, "build-timeout", build.DefaultTimeout, "how long rendering the path may take")
 	fs.DurationVar(&rc.PassTimeout, "pass-timeout", 10*time.Minute, "how long one pass may take; /healthz fails when a pass overruns it")
 	fs.BoolVar(&opts.AllowEmpty, "allow-empty", false, "let a render with no objects prune everything the synchronizer applied")
 	fs.IntVar(&opts.Concurrency, "concurrency", 16, "API requests in flight while applying")
@@ -268,9 +273,4 @@ func statusHandler(auth *webauth.Authorizer, parent inventory.Parent, rec *recon
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(out)
 	})
-}
-
-// buildFunc renders a checkout path for the loop.
-func buildFunc(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
-	return build.Build(ctx, root, path)
 }

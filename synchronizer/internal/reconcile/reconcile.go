@@ -356,6 +356,10 @@ func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.R
 		// Out of time, not a broken commit: the next pass builds again.
 		return rev, fail(inventory.ReasonBuildFailed, fmt.Errorf("build of %q at %s did not finish within the pass timeout of %s: %w", r.cfg.Path, rev, r.cfg.PassTimeout, ctx.Err()))
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The build's own limit: the next pass tries again too.
+		return rev, fail(inventory.ReasonBuildFailed, err)
+	}
 	r.tree = rev.Tree
 	if err != nil {
 		r.objs, r.broken = nil, fail(inventory.ReasonBuildFailed, fmt.Errorf("%w (not retried until the branch moves)", err))
