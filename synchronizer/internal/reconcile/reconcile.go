@@ -24,9 +24,10 @@ import (
 	"driftless.dev/synchronizer/internal/source"
 )
 
-// Fetcher brings the followed revision into a working tree.
+// Fetcher brings the followed revision into a working tree, checked
+// against the last applied one (see source.Source.Fetch).
 type Fetcher interface {
-	Fetch(ctx context.Context) (source.Revision, error)
+	Fetch(ctx context.Context, since string) (source.Revision, error)
 }
 
 // Builder renders the objects of path inside a checkout.
@@ -223,7 +224,7 @@ func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport,
 	}
 	var took timings
 	t0 := time.Now()
-	rev, err := r.src.Fetch(ctx)
+	rev, err := r.src.Fetch(ctx, st.Status.LastAppliedRevision)
 	took.fetch = time.Since(t0)
 	if err != nil {
 		reason := "FetchFailed"
