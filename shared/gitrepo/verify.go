@@ -378,3 +378,37 @@ func (q dateQueue) anyWithout(flags map[plumbing.Hash]uint8, f uint8) bool {
 	}
 	return false
 }
+
+// verifiedRef records, in the clone, the last commit its history was
+// verified up to, so a restart with a warm clone checks only what is new.
+const verifiedRef = plumbing.ReferenceName("refs/driftless/verified")
+
+// Verify checks the history of tip with k from the last commit this clone
+// verified (or made on verified history) and from anchor, when not zero
+// (see VerifyHistory), and records tip as verified when it passes. With
+// neither, a new clone with nothing recorded, only tip is checked.
+func (r *Repo) Verify(k *Keyring, tip, anchor plumbing.Hash) error {
+	var trusted []plumbing.Hash
+	if ref, err := r.repo.Reference(verifiedRef, true); err == nil {
+		trusted = append(trusted, ref.Hash())
+	}
+	if !anchor.IsZero() {
+		if _, err := r.repo.CommitObject(anchor); err != nil {
+			return fmt.Errorf("%w: the trust anchor %s is not in the history of %s", ErrUntrusted, anchor, r.branch)
+		}
+		trusted = append(trusted, anchor)
+	}
+	if err := VerifyHistory(r.repo.Storer, k, tip, trusted...); err != nil {
+		return err
+	}
+	return r.MarkVerified(tip)
+}
+
+// MarkVerified records h as verified: a commit this program made on top of
+// verified history.
+func (r *Repo) MarkVerified(h plumbing.Hash) error {
+	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h)); err != nil {
+		return fmt.Errorf("record %s as verified: %w", h, err)
+	}
+	return nil
+}

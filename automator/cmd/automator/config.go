@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5/plumbing"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -34,6 +35,7 @@ type passConfig struct {
 	policyFiles                 []string
 	authorName, authorEmail     string
 	signingKey, signingPassFile string
+	verifyKeyring, verifyAnchor string
 	messageFile                 string
 	dockerConfigDir             string
 	aws                         bool
@@ -61,6 +63,8 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.authorEmail, "author-email", "automator@driftless.dev", "commit author email")
 	fs.StringVar(&c.signingKey, "signing-key", "", "armored OpenPGP private key file to sign commits with")
 	fs.StringVar(&c.signingPassFile, "signing-passphrase-file", "", "file holding the signing key's passphrase")
+	fs.StringVar(&c.verifyKeyring, "verify-keyring", "", "armored OpenPGP public keyring file: build only on a head whose every commit since the last verified one is signed by one of its keys (unsigned merges pass only if they add nothing of their own)")
+	fs.StringVar(&c.verifyAnchor, "verify-anchor", "", "full commit hash trusted without a signature: with --verify-keyring, every commit after it is verified, on a first start too (default: the head only until a commit was verified)")
 	fs.StringVar(&c.messageFile, "message-template", "", "file with a Go text/template for commit messages (default: the built-in one)")
 	fs.StringVar(&c.dockerConfigDir, "docker-config-dir", "/var/run/secrets/driftless/registry", "folder for relative spec.auth.dockerConfig paths (mounted pull secrets)")
 	fs.BoolVar(&c.aws, "aws", false, "enable ECR credentials through the AWS SDK (environment, IRSA, EKS Pod Identity)")
@@ -88,6 +92,12 @@ func (c *passConfig) validate() error {
 	}
 	if c.sshKey != "" && c.knownHosts == "" {
 		errs = append(errs, errors.New("--git-ssh-key needs --git-known-hosts: host keys are never accepted blindly"))
+	}
+	if c.verifyAnchor != "" && !plumbing.IsHash(c.verifyAnchor) {
+		errs = append(errs, fmt.Errorf("--verify-anchor %q: want a full 40-character commit hash", c.verifyAnchor))
+	}
+	if c.verifyAnchor != "" && c.verifyKeyring == "" {
+		errs = append(errs, errors.New("--verify-anchor needs --verify-keyring"))
 	}
 	if c.registryRPS < 0 {
 		errs = append(errs, errors.New("--registry-rps must not be negative"))
@@ -132,6 +142,18 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 	if c.signingKey != "" {
 		if cfg.SignKey, err = loadSigningKey(c.signingKey, c.signingPassFile); err != nil {
 			return nil, err
+		}
+	}
+	if c.verifyKeyring != "" {
+		b, err := os.ReadFile(c.verifyKeyring)
+		if err != nil {
+			return nil, fmt.Errorf("--verify-keyring: %w", err)
+		}
+		if cfg.Keyring, err = gitrepo.ParseKeyring(string(b)); err != nil {
+			return nil, fmt.Errorf("--verify-keyring %s: %w", c.verifyKeyring, err)
+		}
+		if c.verifyAnchor != "" {
+			cfg.VerifyAnchor = plumbing.NewHash(c.verifyAnchor)
 		}
 	}
 	if c.registryCA != "" {

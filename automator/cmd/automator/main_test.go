@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+
 	"driftless.dev/shared/testenv"
 )
 
@@ -133,5 +136,39 @@ func TestPlanShowsChoiceAndExactDiffAndPushesNothing(t *testing.T) {
 	}
 	if now, _ := git.Head(t.Context(), "fleet", "main"); now != head {
 		t.Fatal("plan pushed a commit")
+	}
+}
+
+// TestPlanSaysTheHeadIsUntrusted: with --verify-keyring, plan on an
+// unsigned head says it refuses it, and why, and fails.
+func TestPlanSaysTheHeadIsUntrusted(t *testing.T) {
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "app.yaml"), []byte("image: ghcr.io/org/web:1.0.0 # {\"$imagepolicy\": \"web\"}\n"), 0o644)
+	head, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := openpgp.NewEntity("Automator", "", "a@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pub bytes.Buffer
+	w, _ := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	key.Serialize(w)
+	w.Close()
+	keyring := filepath.Join(t.TempDir(), "keyring.asc")
+	os.WriteFile(keyring, pub.Bytes(), 0o644)
+	var out bytes.Buffer
+	err = run(t.Context(), []string{"plan", "--git-url", git.RepoURL("fleet"), "--workdir", filepath.Join(t.TempDir(), "w"), "--verify-keyring", keyring}, noEnv, &out, &out)
+	want := "refused: commit " + head + " is not signed"
+	if err == nil || !strings.Contains(out.String(), want) || !strings.Contains(err.Error(), head+" is not signed") {
+		t.Fatalf("err %v, output:\n%s\nwant %q", err, out.String(), want)
+	}
+	err = run(t.Context(), []string{"plan", "--git-url", git.RepoURL("fleet"), "--verify-anchor", "abc"}, noEnv, &out, &out)
+	for _, want := range []string{`--verify-anchor "abc": want a full 40-character commit hash`, "--verify-anchor needs --verify-keyring"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
 	}
 }

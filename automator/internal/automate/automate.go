@@ -51,6 +51,8 @@ type Repo interface {
 	Push(ctx context.Context, target string) error
 	Reset(at plumbing.Hash) error
 	Diff(from, to plumbing.Hash) (string, error)
+	Verify(k *gitrepo.Keyring, tip, anchor plumbing.Hash) error
+	MarkVerified(h plumbing.Hash) error
 }
 
 var _ Repo = (*gitrepo.Repo)(nil)
@@ -77,6 +79,16 @@ type Config struct {
 	PushAttempts int
 	// Concurrency bounds registry scans in flight. Default 8.
 	Concurrency int
+	// Keyring, when set, makes the automator build only on a head whose
+	// history it verified: every commit since the last one it verified
+	// (or made) is signed by one of its keys, or is an unsigned merge
+	// with nothing of its own. An untrusted head gets no edit and no
+	// commit. See gitrepo.VerifyHistory.
+	Keyring *gitrepo.Keyring
+	// VerifyAnchor is a commit trusted without a signature: every commit
+	// after it is verified, on a first start too (otherwise a new clone
+	// checks only the head).
+	VerifyAnchor plumbing.Hash
 }
 
 // Automator runs passes.
@@ -142,6 +154,9 @@ type Result struct {
 	// Known is every policy loaded this pass, scanned or not, so the loop
 	// learns of new and removed policies from any pass.
 	Known map[string]Known
+	// Untrusted is set when the head failed verification against the
+	// keyring: nothing was read, edited or committed.
+	Untrusted *gitrepo.UntrustedError
 }
 
 // Known is what the loop needs of a policy: when to scan it and which
@@ -170,10 +185,13 @@ func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
 func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result, error) {
 	var res Result
 	base, err := a.sync(ctx)
+	if !base.IsZero() {
+		res.Base = base.String()
+	}
 	if err != nil {
+		errors.As(err, &res.Untrusted)
 		return res, err
 	}
-	res.Base = base.String()
 	policies, perr := a.loadPolicies()
 	res.PolicyErrs = perr
 	res.Known = make(map[string]Known, len(policies))
@@ -198,6 +216,7 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		res.Attempts = attempt
 		if attempt > 1 {
 			if base, err = a.sync(ctx); err != nil {
+				errors.As(err, &res.Untrusted)
 				return res, err
 			}
 			res.Base = base.String()
@@ -239,6 +258,12 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		if err != nil {
 			return res, err
 		}
+		if a.cfg.Keyring != nil {
+			// Made on verified history: the next pass starts from it.
+			if err := a.repo.MarkVerified(h); err != nil {
+				return res, err
+			}
+		}
 		res.Commit = h.String()
 		return res, nil
 	}
@@ -250,15 +275,25 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 // exists already, so earlier bumps waiting for review are built on and
 // never overwritten.
 func (a *Automator) sync(ctx context.Context) (plumbing.Hash, error) {
-	if a.pushBranch() == a.repo.Branch() {
-		return a.repo.Sync(ctx)
+	var extra []string
+	if a.pushBranch() != a.repo.Branch() {
+		extra = append(extra, a.pushBranch())
 	}
-	tip, err := a.repo.Fetch(ctx, a.pushBranch())
+	tip, err := a.repo.Fetch(ctx, extra...)
 	if err != nil {
 		return tip, err
 	}
-	if pt, err := a.repo.RemoteTip(a.pushBranch()); err == nil {
-		tip = pt
+	if len(extra) > 0 {
+		if pt, err := a.repo.RemoteTip(a.pushBranch()); err == nil {
+			tip = pt
+		}
+	}
+	// Verified before the working tree is touched: nothing of an
+	// untrusted head is read, not even its policies.
+	if a.cfg.Keyring != nil {
+		if err := a.repo.Verify(a.cfg.Keyring, tip, a.cfg.VerifyAnchor); err != nil {
+			return tip, fmt.Errorf("refusing to build on %s at %s: %w", a.pushBranch(), tip, err)
+		}
 	}
 	return tip, a.repo.Reset(tip)
 }

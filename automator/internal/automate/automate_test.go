@@ -512,3 +512,92 @@ spec:
 		t.Fatalf("app.yaml:\n%s", got)
 	}
 }
+
+func publicKeyring(t *testing.T, keys ...*openpgp.Entity) *gitrepo.Keyring {
+	t.Helper()
+	var b strings.Builder
+	w, _ := armor.Encode(&b, openpgp.PublicKeyType, nil)
+	for _, k := range keys {
+		if err := k.Serialize(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	k, err := gitrepo.ParseKeyring(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestUntrustedHeadIsNotBuiltOn: with a keyring the automator verifies the
+// history of the head before reading anything; an unsigned commit under a
+// signed one (a person without a key, then a signed commit on top) gets
+// no bump: signing a bump on it would carry the unsigned content into
+// what the synchronizers trust.
+func TestUntrustedHeadIsNotBuiltOn(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	key, err := openpgp.NewEntity("Driftless Automator", "", "automator@driftless.dev", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := f.head(t)
+	cfg := automate.Config{PolicyPath: "policies", SignKey: key, Keyring: publicKeyring(t, key), VerifyAnchor: plumbing.NewHash(seed)}
+	newAuto := func() *automate.Automator {
+		repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := automate.New(cfg, repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := newAuto()
+	first, err := a.Run(ctx, nil)
+	if err != nil || first.Commit == "" {
+		t.Fatalf("signed history from the anchor: %v %+v", err, first)
+	}
+	// Someone without a key pushes, then a trusted signed commit lands on top.
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(person.Dir(), "apps/web/rbac.yaml"), "kind: ClusterRoleBinding\n")
+	unsigned, err := person.Commit("unsigned", gitrepo.Signature{Name: "p", Email: "p@x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(person.Dir(), "apps/web/README.md"), "signed on top\n")
+	if _, err := person.Commit("signed", gitrepo.Signature{Name: "Driftless Automator", Email: "automator@driftless.dev"}, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	head := f.head(t)
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.5.0"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, a *automate.Automator, run func(context.Context, []string) (automate.Result, error)) {
+		t.Helper()
+		res, err := run(ctx, nil)
+		var ue *gitrepo.UntrustedError
+		if !errors.As(err, &ue) || !errors.Is(err, gitrepo.ErrUntrusted) || ue.Commit != unsigned.String() {
+			t.Fatalf("%s: got %v, want the unsigned commit %s refused", what, err, unsigned)
+		}
+		if res.Untrusted == nil || res.Untrusted.Commit != unsigned.String() || res.Commit != "" || res.Changes != nil {
+			t.Fatalf("%s: result %+v, want the refusal in it and no change", what, res)
+		}
+		if f.head(t) != head {
+			t.Fatalf("%s: a commit was pushed on an untrusted head", what)
+		}
+	}
+	check("run", a, a.Run)
+	check("plan", a, a.Plan)
+	// A restart, with a new clone, refuses the same way (from the anchor).
+	b := newAuto()
+	check("run after a restart", b, b.Run)
+}

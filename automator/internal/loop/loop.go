@@ -198,6 +198,9 @@ func (l *Loop) report(res automate.Result, err error, secs float64) {
 			zap.String("chosen", pr.Choice.Tag), zap.String("reason", pr.Choice.Reason))
 	}
 	switch {
+	case res.Untrusted != nil:
+		l.log.Error("refusing to build on an untrusted head: no edit, no commit until a trusted commit is at the head",
+			zap.String("commit", res.Untrusted.Commit), zap.String("reason", res.Untrusted.Reason))
 	case err != nil:
 		l.log.Error("pass failed", zap.Error(err), zap.Float64("seconds", secs))
 	case res.Commit != "":
