@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/go-git/go-git/v5/plumbing"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
