@@ -67,6 +67,7 @@ func (s *automatorSetup) args(i int, extra ...string) []string {
 		"--workdir", filepath.Join(s.dir, fmt.Sprintf("clone-%d", i)), "--policy-path", "policies",
 		"--listen", s.listen[i], "--webhook-secret-file", filepath.Join(s.dir, "hook-secret"),
 		"--log-format", "json", "--log-level", "debug", "--refresh", "1s",
+		"--insecure-registries", s.reg.Host,
 	}, extra...)
 }
 

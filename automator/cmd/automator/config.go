@@ -40,6 +40,8 @@ type passConfig struct {
 	dockerConfigDir             string
 	aws                         bool
 	ecrEndpoint                 string
+	awsAccounts, awsRoles       []string
+	insecureRegistries          []string
 	registryCA                  string
 	registryRPS                 float64
 	registryBurst               int
@@ -69,6 +71,9 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.dockerConfigDir, "docker-config-dir", "/var/run/secrets/driftless/registry", "folder for relative spec.auth.dockerConfig paths (mounted pull secrets)")
 	fs.BoolVar(&c.aws, "aws", false, "enable ECR credentials through the AWS SDK (environment, IRSA, EKS Pod Identity)")
 	fs.StringVar(&c.ecrEndpoint, "ecr-endpoint", "", "ECR API endpoint override (a VPC endpoint)")
+	fs.StringSliceVar(&c.awsAccounts, "aws-allowed-accounts", nil, "AWS account ids whose ECR registries may receive the automator's ECR token (default: the account of its own credentials)")
+	fs.StringSliceVar(&c.awsRoles, "aws-allowed-roles", nil, "IAM role ARNs a policy's spec.auth.roleARN may name (default: none)")
+	fs.StringSliceVar(&c.insecureRegistries, "insecure-registries", nil, "registries (host[:port]) that may be reached over plain HTTP (default: none, HTTPS only)")
 	fs.StringVar(&c.registryCA, "registry-ca-file", "", "PEM file of extra CAs to trust for registries")
 	fs.Float64Var(&c.registryRPS, "registry-rps", 200, "request budget per registry host, per second (0: unlimited)")
 	fs.IntVar(&c.registryBurst, "registry-burst", 400, "burst of the per-registry budget")
@@ -98,6 +103,19 @@ func (c *passConfig) validate() error {
 	}
 	if c.verifyAnchor != "" && c.verifyKeyring == "" {
 		errs = append(errs, errors.New("--verify-anchor needs --verify-keyring"))
+	}
+	for _, a := range c.awsAccounts {
+		if len(a) != 12 || strings.Trim(a, "0123456789") != "" {
+			errs = append(errs, fmt.Errorf("--aws-allowed-accounts %q: want a 12-digit AWS account id", a))
+		}
+	}
+	for _, r := range c.awsRoles {
+		if !strings.HasPrefix(r, "arn:") || !strings.Contains(r, ":role/") {
+			errs = append(errs, fmt.Errorf("--aws-allowed-roles %q: want a role ARN, arn:aws:iam::<account>:role/<name>", r))
+		}
+	}
+	if !c.aws && (len(c.awsAccounts) > 0 || len(c.awsRoles) > 0) {
+		errs = append(errs, errors.New("--aws-allowed-accounts and --aws-allowed-roles need --aws"))
 	}
 	if c.registryRPS < 0 {
 		errs = append(errs, errors.New("--registry-rps must not be negative"))
@@ -172,7 +190,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		regOpts = append(regOpts, registry.WithTransport(tr))
 	}
-	regOpts = append(regOpts, registry.WithBudget(c.registryRPS, c.registryBurst))
+	regOpts = append(regOpts, registry.WithBudget(c.registryRPS, c.registryBurst), registry.WithInsecure(c.insecureRegistries...))
 	creds := &registry.Credentials{DockerConfigDir: c.dockerConfigDir}
 	b := &built{log: log}
 	if c.aws {
@@ -180,7 +198,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		if err != nil {
 			return nil, fmt.Errorf("load AWS configuration: %w", err)
 		}
-		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint)
+		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint, ecr.WithAllowedAccounts(c.awsAccounts...), ecr.WithAllowedRoles(c.awsRoles...))
 		creds.ECR = b.ecr
 	}
 	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth)

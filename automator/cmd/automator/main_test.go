@@ -115,7 +115,7 @@ func TestPlanShowsChoiceAndExactDiffAndPushesNothing(t *testing.T) {
 		return v, ok
 	}
 	var out bytes.Buffer
-	err = run(t.Context(), []string{"plan", "--git-url", git.RepoURL("fleet"), "--workdir", filepath.Join(t.TempDir(), "w")}, env, &out, &out)
+	err = run(t.Context(), []string{"plan", "--git-url", git.RepoURL("fleet"), "--workdir", filepath.Join(t.TempDir(), "w"), "--insecure-registries", reg.Host}, env, &out, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

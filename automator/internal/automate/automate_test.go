@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,7 +103,7 @@ func (f *fixture) automator(t *testing.T, clients ...registry.Option) (*automate
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := append([]registry.Option{registry.WithTransport(f.reg.Transport), registry.WithRetries(2, 10_000_000)}, clients...)
+	opts := append([]registry.Option{registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host), registry.WithRetries(2, 10_000_000)}, clients...)
 	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(opts...), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +216,7 @@ func TestAnotherWriterMeanwhileBothCommitsSurvive(t *testing.T) {
 		}
 		otherCommit = h.String()
 	}}
-	a, err := automate.New(automate.Config{PolicyPath: "policies"}, racing, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, racing, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +318,7 @@ func TestBadInputMakesNoCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		repo, _ := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "c"), f.git.RepoURL("other"), "main", gitrepo.Auth{})
-		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 		before, _ := f.git.Head(t.Context(), "other", "main")
 		res, err := a.Run(t.Context(), nil)
 		if err != nil || res.Commit != "" {
@@ -351,9 +355,13 @@ func TestBadInputMakesNoCommit(t *testing.T) {
 	t.Run("WrongCredentials", func(t *testing.T) {
 		dir := t.TempDir()
 		f := newFixture(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "right-password"}},
-			"  auth:\n    provider: dockerconfig\n    dockerConfig: "+filepath.Join(dir, "config.json")+"\n", nil)
+			"  auth:\n    provider: dockerconfig\n    dockerConfig: config.json\n", nil)
 		os.WriteFile(filepath.Join(dir, "config.json"), fmt.Appendf(nil, `{"auths":{%q:{"username":"robot","password":"wrong-password"}}}`, f.host), 0o600)
-		a, _ := f.automator(t)
+		repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{DockerConfigDir: dir}, zaptest.NewLogger(t))
 		before := f.head(t)
 		res, err := a.Run(t.Context(), nil)
 		if err != nil || res.Commit != "" || f.head(t) != before {
@@ -412,7 +420,7 @@ func TestPushBranchAndSignedCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := automate.New(automate.Config{PolicyPath: "policies", PushBranch: "driftless/updates", SignKey: key},
-		repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +503,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL)}
+	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL, ecr.WithAllowedAccounts("123456789012"))}
 	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(), creds, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -549,7 +557,7 @@ func TestUntrustedHeadIsNotBuiltOn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := automate.New(cfg, repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		a, err := automate.New(cfg, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -600,4 +608,83 @@ func TestUntrustedHeadIsNotBuiltOn(t *testing.T) {
 	// A restart, with a new clone, refuses the same way (from the anchor).
 	b := newAuto()
 	check("run after a restart", b, b.Run)
+}
+
+// TestECRTokenStaysWithECR: a policy from Git names the registry; with
+// provider aws it must not be able to send the installation's ECR token
+// to a host of its choosing, nor make the automator assume a role the
+// administrator did not list.
+func TestECRTokenStaysWithECR(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "AWS", Password: "ecr-token"}})
+	if _, err := reg.PushImages(t.Context(), "team/web", "1.0.0", "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	// Every request the registry gets passes here first.
+	u, _ := url.Parse(reg.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var requests, withAuth atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			withAuth.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	host := strings.TrimPrefix(front.URL, "http://")
+	standIn := &ecrtest.StandIn{Password: "ecr-token", Account: "123456789012"}
+	api := httptest.NewServer(standIn)
+	defer api.Close()
+	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""), BaseEndpoint: aws.String(api.URL)}
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "policies/web.yaml"), fmt.Sprintf(`apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: web}
+spec:
+  image: %s/team/web
+  auth: {provider: aws, region: us-east-1, account: "123456789012"}
+  policy: {semver: {range: "^1"}}
+---
+apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: ecr}
+spec:
+  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web
+  auth: {provider: aws, roleARN: "arn:aws:iam::123456789012:role/admin"}
+  policy: {semver: {range: "^1"}}
+`, host))
+	writeFile(t, filepath.Join(src, "app.yaml"), fmt.Sprintf("a: %s/team/web:1.0.0 # {\"$imagepolicy\": \"web\"}\nb: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:1.0.0 # {\"$imagepolicy\": \"ecr\"}\n", host))
+	before, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), git.RepoURL("fleet"), "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL, ecr.WithAllowedAccounts("123456789012"), ecr.WithAllowedRoles("arn:aws:iam::123456789012:role/pull"))}
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithInsecure(host)), creds, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withAuth.Load() != 0 || standIn.Total() != 0 {
+		t.Fatalf("%d requests with credentials reached the non-ECR registry, %d AWS calls; want none", withAuth.Load(), standIn.Total())
+	}
+	if res.PolicyErrs == nil || !strings.Contains(res.PolicyErrs.Error(), "policies/web.yaml:6: spec.auth.provider: aws credentials go only to an Amazon ECR registry") {
+		t.Fatalf("policy errors %v, want the non-ECR host refused naming the field", res.PolicyErrs)
+	}
+	if len(res.Policies) != 1 || res.Policies[0].Policy.Key() != "ecr" {
+		t.Fatalf("policies scanned %+v, want only ecr", res.Policies)
+	}
+	if perr := res.Policies[0].Err; !errors.Is(perr, ecr.ErrRoleNotAllowed) || !strings.Contains(perr.Error(), `spec.auth.roleARN "arn:aws:iam::123456789012:role/admin" is not one of the roles the administrator allows policies to assume (--aws-allowed-roles)`) {
+		t.Fatalf("role not allowed: got %v", perr)
+	}
+	if head, _ := git.Head(t.Context(), "fleet", "main"); head != before || res.Commit != "" {
+		t.Fatal("a commit was made")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
+
+	"driftless.dev/automator/internal/ecr"
 )
 
 // APIVersion and Kind identify an ImagePolicy document.
@@ -118,14 +121,15 @@ type Auth struct {
 	// credential chain) or "dockerconfig" (a docker config.json, such as a
 	// mounted image pull secret).
 	Provider string `yaml:"provider,omitempty"`
-	// DockerConfig is the path of the config.json for "dockerconfig";
-	// relative paths are taken from the automator's --docker-config-dir.
+	// DockerConfig is the path of the config.json for "dockerconfig",
+	// relative to the automator's --docker-config-dir (where the
+	// administrator mounts pull secrets); nothing outside it is read.
 	DockerConfig string `yaml:"dockerConfig,omitempty"`
 	// RoleARN, for "aws", is a role to assume (cross-account ECR).
 	RoleARN string `yaml:"roleARN,omitempty"`
-	// Region and Account, for "aws", override what the ECR host name says;
-	// Region is required when the registry is reached under another name
-	// (a pull-through alias or a private DNS name).
+	// Region and Account, for "aws", may repeat what the ECR host name
+	// says; they cannot differ from it (a token is issued only for the
+	// registry the host names).
 	Region  string `yaml:"region,omitempty"`
 	Account string `yaml:"account,omitempty"`
 }
@@ -321,12 +325,25 @@ func (p *ImagePolicy) validate(root *yaml.Node) error {
 	switch p.Spec.Auth.Provider {
 	case "", AuthNone:
 	case AuthAWS:
-		if p.repo.RegistryStr() != "" && !IsECR(p.repo.RegistryStr()) && p.Spec.Auth.Region == "" {
-			bad("spec.auth.region", "required with provider aws when the registry (%s) is not named <account>.dkr.ecr.<region>.amazonaws.com", p.repo.RegistryStr())
+		// ECR credentials are sent only to an ECR registry: a policy in
+		// Git cannot point them at a host of its choosing.
+		if host := p.repo.RegistryStr(); host != "" {
+			reg, ok := ecr.ParseHost(host)
+			switch {
+			case !ok:
+				bad("spec.auth.provider", "aws credentials go only to an Amazon ECR registry (<account>.dkr.ecr.<region>.amazonaws.com, or its .amazonaws.com.cn, dkr.ecr-fips, dkr-ecr...on.aws forms); %s is not one", host)
+			case p.Spec.Auth.Region != "" && p.Spec.Auth.Region != reg.Region:
+				bad("spec.auth.region", "%q differs from the region of the registry host %s (%s): a token is issued for the registry the host names", p.Spec.Auth.Region, host, reg.Region)
+			case p.Spec.Auth.Account != "" && p.Spec.Auth.Account != reg.Account:
+				bad("spec.auth.account", "%q differs from the account of the registry host %s (%s): a token is issued for the registry the host names", p.Spec.Auth.Account, host, reg.Account)
+			}
 		}
 	case AuthDockerConfig:
-		if p.Spec.Auth.DockerConfig == "" {
+		switch dc := p.Spec.Auth.DockerConfig; {
+		case dc == "":
 			bad("spec.auth.dockerConfig", "required for provider dockerconfig: the path of a docker config.json")
+		case !filepath.IsLocal(filepath.FromSlash(dc)):
+			bad("spec.auth.dockerConfig", "%q: want a path relative to the automator's --docker-config-dir, without '..': policies may use only the pull secrets mounted there", dc)
 		}
 	default:
 		bad("spec.auth.provider", "%q: want none, aws or dockerconfig", p.Spec.Auth.Provider)
@@ -358,21 +375,6 @@ func checkTemplate(re *regexp.Regexp, extract string) error {
 		}
 	}
 	return nil
-}
-
-// ecrHost matches an ECR registry: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn].
-var ecrHost = regexp.MustCompile(`^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$`)
-
-// IsECR reports whether host is an Amazon ECR registry.
-func IsECR(host string) bool { return ecrHost.MatchString(host) }
-
-// ECRAccountRegion returns the account and region an ECR host names.
-func ECRAccountRegion(host string) (account, region string, ok bool) {
-	m := ecrHost.FindStringSubmatch(host)
-	if m == nil {
-		return "", "", false
-	}
-	return m[1], m[2], true
 }
 
 // lookup returns the value node of key in mapping n.
