@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.uber.org/zap"
 
+	"driftless.dev/automator/internal/checkout"
 	"driftless.dev/automator/internal/policy"
 	"driftless.dev/automator/internal/update"
 	"driftless.dev/shared/gitrepo"
@@ -192,7 +192,12 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		errors.As(err, &res.Untrusted)
 		return res, err
 	}
-	policies, perr := a.loadPolicies()
+	tree, err := checkout.Open(a.repo.Dir())
+	if err != nil {
+		return res, err
+	}
+	defer tree.Close()
+	policies, perr := LoadPolicies(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
 	res.PolicyErrs = perr
 	res.Known = make(map[string]Known, len(policies))
 	for _, p := range policies {
@@ -207,7 +212,7 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	// Tags are listed once per pass, and each policy chosen for as soon as
 	// its list arrives, while other lists are still in flight; a redo after
 	// a rejected push reuses the lists.
-	current, err := a.currentTags(policies)
+	current, err := a.currentTags(tree, policies)
 	if err != nil {
 		return res, err
 	}
@@ -221,18 +226,17 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 			}
 			res.Base = base.String()
 			// Another writer may have moved the markers.
-			if current, err = a.currentTags(policies); err != nil {
+			if current, err = a.currentTags(tree, policies); err != nil {
 				return res, err
 			}
 		}
-		if err := a.decide(ctx, &res, policies, scanned, current); err != nil {
+		if err := a.decide(ctx, tree, &res, policies, scanned, current); err != nil {
 			return res, err
 		}
 		if len(res.Changes) == 0 {
 			return res, nil
 		}
-		root := a.manifestRoot()
-		if err := update.Write(root, res.Edits); err != nil {
+		if err := update.Write(tree, res.Edits); err != nil {
 			return res, err
 		}
 		h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
@@ -303,10 +307,6 @@ func (a *Automator) pushBranch() string {
 		return a.cfg.PushBranch
 	}
 	return a.repo.Branch()
-}
-
-func (a *Automator) manifestRoot() string {
-	return filepath.Join(a.repo.Dir(), filepath.FromSlash(a.cfg.ManifestPath))
 }
 
 // scanned is one policy's registry answer.
@@ -380,8 +380,7 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 
 // decide chooses per policy against the tags the markers hold (current),
 // and plans the edits and the message.
-func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
-	root := a.manifestRoot()
+func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
 	res.Policies = res.Policies[:0]
 	images := map[string]update.Image{}
 	for _, p := range policies {
@@ -412,12 +411,9 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 		}
 		res.Policies = append(res.Policies, pr)
 	}
-	edits, changes, err := update.Plan(root, images)
+	edits, changes, err := update.Plan(tree, a.cfg.ManifestPath, images)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
-	}
-	for i := range changes {
-		changes[i].File = filepath.ToSlash(filepath.Join(a.cfg.ManifestPath, changes[i].File))
 	}
 	res.Edits, res.Changes = edits, changes
 	res.Message = ""
@@ -432,8 +428,8 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 
 // currentTags reads the tag each policy's markers hold now: the floor
 // against downgrades. With several markers the highest-ranked one counts.
-func (a *Automator) currentTags(policies []*policy.ImagePolicy) (map[string]string, error) {
-	markers, err := update.Scan(a.manifestRoot())
+func (a *Automator) currentTags(tree *checkout.Tree, policies []*policy.ImagePolicy) (map[string]string, error) {
+	markers, err := update.Scan(tree, a.cfg.ManifestPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
@@ -470,54 +466,46 @@ func (a *Automator) digest(ctx context.Context, p *policy.ImagePolicy, s *scanne
 	return d, nil
 }
 
-// loadPolicies reads the policies from the clone and the flag files.
-func (a *Automator) loadPolicies() ([]*policy.ImagePolicy, error) {
-	return LoadPolicies(a.repo.Dir(), a.cfg.PolicyPath, a.cfg.PolicyFiles)
-}
-
 // LoadPolicies reads the ImagePolicy documents in the YAML files under
-// root/policyPath and in files. A bad file or policy is reported and
-// skipped; the good ones are returned. Two policies with one key are both
-// dropped: which one wins would be a guess.
-func LoadPolicies(root, policyPath string, files []string) ([]*policy.ImagePolicy, error) {
-	var paths []string
+// policyPath of the checkout and in files (given by the administrator,
+// outside it). A bad file or policy is reported and skipped; the good
+// ones are returned. A file reached through a link that leaves the
+// checkout is refused, naming the link. Two policies with one key are
+// both dropped: which one wins would be a guess.
+func LoadPolicies(tree *checkout.Tree, policyPath string, files []string) ([]*policy.ImagePolicy, error) {
+	type file struct {
+		display string
+		data    []byte
+	}
+	var found []file
 	var errs []error
-	if policyPath != "" {
-		dir := filepath.Join(root, filepath.FromSlash(policyPath))
-		err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() && d.Name() == ".git" {
-				return filepath.SkipDir
-			}
-			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-				paths = append(paths, path)
+	if policyPath != "" && tree != nil {
+		isYAML := func(name string) bool { return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml") }
+		err := tree.Walk(policyPath, isYAML, func(rel string, data []byte) error {
+			// In the repository only files that declare a policy are
+			// read, so unrelated YAML (templates, values) is never an
+			// error here.
+			if bytes.Contains(data, []byte(policy.Kind)) {
+				found = append(found, file{rel, data})
 			}
 			return nil
-		})
+		}, func(err error) { errs = append(errs, fmt.Errorf("read policies: %w", err)) })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read policies in %s: %w", policyPath, err))
 		}
 	}
-	byKey := map[string]*policy.ImagePolicy{}
-	var dup []string
-	for i, f := range append(paths, files...) {
+	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read policy file: %w", err))
 			continue
 		}
-		// In the repository only files that declare a policy are read,
-		// so unrelated YAML (templates, values) is never an error here.
-		if i < len(paths) && !bytes.Contains(data, []byte(policy.Kind)) {
-			continue
-		}
-		display := f
-		if rel, err := filepath.Rel(root, f); err == nil && !strings.HasPrefix(rel, "..") {
-			display = filepath.ToSlash(rel)
-		}
-		ps, err := policy.Parse(display, data)
+		found = append(found, file{f, data})
+	}
+	byKey := map[string]*policy.ImagePolicy{}
+	var dup []string
+	for _, f := range found {
+		ps, err := policy.Parse(f.display, f.data)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -545,8 +533,13 @@ func LoadPolicies(root, policyPath string, files []string) ([]*policy.ImagePolic
 // every marker is well formed and names a defined policy. It returns
 // every finding, each naming file and line.
 func Validate(root, policyPath, manifestPath string, files []string) []error {
+	tree, err := checkout.Open(root)
+	if err != nil {
+		return []error{err}
+	}
+	defer tree.Close()
 	var findings []error
-	policies, err := LoadPolicies(root, policyPath, files)
+	policies, err := LoadPolicies(tree, policyPath, files)
 	if err != nil {
 		findings = append(findings, flatten(err)...)
 	}
@@ -554,14 +547,13 @@ func Validate(root, policyPath, manifestPath string, files []string) []error {
 	for _, p := range policies {
 		known[p.Key()] = true
 	}
-	markers, err := update.Scan(filepath.Join(root, filepath.FromSlash(manifestPath)))
+	markers, err := update.Scan(tree, manifestPath)
 	if err != nil {
 		findings = append(findings, flatten(err)...)
 	}
 	for _, m := range markers {
 		if !known[m.Policy] {
-			findings = append(findings, fmt.Errorf("%s:%d: marker refers to policy %q, which no valid ImagePolicy defines",
-				filepath.ToSlash(filepath.Join(manifestPath, m.File)), m.Line, m.Policy))
+			findings = append(findings, fmt.Errorf("%s:%d: marker refers to policy %q, which no valid ImagePolicy defines", m.File, m.Line, m.Policy))
 		}
 	}
 	return findings

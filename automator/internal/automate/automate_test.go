@@ -688,3 +688,115 @@ spec:
 		t.Fatal("a commit was made")
 	}
 }
+
+// TestNothingWrittenOutsideTheClone: links committed to the repository
+// cannot make the automator write or read outside its clone. A link
+// planted under the name of the temporary file the edit used to go
+// through is not followed; a marked file or a policy reached through a
+// link that leaves the checkout is refused, naming the link, by run, plan
+// and validate; a link inside the checkout is followed and the file it
+// points to edited.
+func TestNothingWrittenOutsideTheClone(t *testing.T) {
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	writeFile(t, victim, "untouched\n")
+	f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+		"shared/images.yaml": "", // replaced below
+	})
+	ctx := t.Context()
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := func(name, target string) {
+		t.Helper()
+		p := filepath.Join(person.Dir(), name)
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(person.Dir(), "shared/images.yaml"), fmt.Sprintf("image: %s/team/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n", f.host))
+	link("apps/web/deploy.yaml.driftless-tmp", victim)
+	link("apps/web/shared.yaml", "../../shared/images.yaml")
+	if _, err := person.Commit("links", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	a, clone := f.automator(t)
+	plan, err := a.Plan(ctx, nil)
+	if err != nil || plan.Diff == "" {
+		t.Fatalf("plan: %v %+v", err, plan)
+	}
+	res, err := a.Run(ctx, nil)
+	if err != nil || res.Commit == "" {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "untouched\n" {
+		t.Fatalf("a file outside the clone was written through the committed link: %q", got)
+	}
+	for file, want := range map[string]string{"apps/web/deploy.yaml": "/team/web:1.1.0 #", "shared/images.yaml": "/team/web:1.1.0 #"} {
+		if got, _ := f.git.Git(ctx, "fleet", "show", "main:"+file); !strings.Contains(got, want) {
+			t.Errorf("%s after the run:\n%s", file, got)
+		}
+	}
+	if mode, _ := f.git.Git(ctx, "fleet", "ls-tree", "main", "apps/web/shared.yaml"); !strings.HasPrefix(mode, "120000 ") {
+		t.Errorf("the in-checkout link is no longer a link: %q", mode)
+	}
+
+	// Links that leave the checkout: a marked manifest and a policy.
+	writeFile(t, filepath.Join(outside, "evil.yaml"), fmt.Sprintf("image: %s/team/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n", f.host))
+	writeFile(t, filepath.Join(outside, "policy.yaml"), fmt.Sprintf(policyTmpl, f.host, "")+"---\n"+strings.Replace(fmt.Sprintf(policyTmpl, f.host, ""), "name: web", "name: other", 1))
+	if _, err := person.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tip, _ := person.RemoteTip("main")
+	if err := person.Reset(tip); err != nil {
+		t.Fatal(err)
+	}
+	link("apps/web/evil.yaml", filepath.Join(outside, "evil.yaml"))
+	up, err := filepath.Rel(filepath.Join(person.Dir(), "policies"), filepath.Join(outside, "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link("policies/outside.yaml", up) // relative, climbing out
+	if _, err := person.Commit("links out", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	before := f.head(t)
+	outsideBefore, _ := os.ReadFile(filepath.Join(outside, "evil.yaml"))
+	for name, run := range map[string]func(context.Context, []string) (automate.Result, error){"run": a.Run, "plan": a.Plan} {
+		res, err := run(ctx, nil)
+		if !errors.Is(err, automate.ErrPermanent) || !strings.Contains(err.Error(), "apps/web/evil.yaml: a link to "+filepath.Join(outside, "evil.yaml")+", which leads outside the checkout: not read") {
+			t.Fatalf("%s: got %v, want the marked link refused, naming it", name, err)
+		}
+		if res.PolicyErrs == nil || !strings.Contains(res.PolicyErrs.Error(), "policies/outside.yaml: a link to ") {
+			t.Fatalf("%s: policy errors %v, want the policy link refused, naming it", name, res.PolicyErrs)
+		}
+		if f.head(t) != before {
+			t.Fatalf("%s: a commit was made", name)
+		}
+	}
+	var findings []string
+	for _, e := range automate.Validate(clone.Dir(), "policies", "", nil) {
+		findings = append(findings, e.Error())
+	}
+	all := strings.Join(findings, "\n")
+	if !strings.Contains(all, "apps/web/evil.yaml: a link to") || !strings.Contains(all, "policies/outside.yaml: a link to") {
+		t.Fatalf("validate findings:\n%s", all)
+	}
+	if got, _ := os.ReadFile(filepath.Join(outside, "evil.yaml")); string(got) != string(outsideBefore) {
+		t.Fatal("the file outside was edited")
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "untouched\n" {
+		t.Fatal("the victim was written")
+	}
+}

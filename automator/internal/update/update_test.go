@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"driftless.dev/automator/internal/checkout"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/*/want from the current output")
@@ -41,11 +43,11 @@ func TestGolden(t *testing.T) {
 				os.Chtimes(path, old, old)
 				before[rel] = old
 			})
-			edits, changes, err := Plan(work, goldenImages)
+			edits, changes, err := Plan(open(t, work), "", goldenImages)
 			if err != nil {
 				t.Fatalf("plan: %v", err)
 			}
-			if err := Write(work, edits); err != nil {
+			if err := Write(open(t, work), edits); err != nil {
 				t.Fatal(err)
 			}
 			if *updateGolden {
@@ -126,7 +128,7 @@ func TestParseMarker(t *testing.T) {
 }
 
 func TestScanAndTagOf(t *testing.T) {
-	markers, err := Scan(filepath.Join("testdata", "kustomization", "in"))
+	markers, err := Scan(open(t, filepath.Join("testdata", "kustomization", "in")), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +167,7 @@ func TestBadFilesAreErrorsAndNotWritten(t *testing.T) {
 	for name, content := range files {
 		os.WriteFile(filepath.Join(work, name), []byte(content), 0o644)
 	}
-	edits, _, err := Plan(work, goldenImages)
+	edits, _, err := Plan(open(t, work), "", goldenImages)
 	if err == nil {
 		t.Fatal("want errors for the bad files")
 	}
@@ -189,8 +191,18 @@ func TestBadFilesAreErrorsAndNotWritten(t *testing.T) {
 func TestDigestMarkerWithoutPinningIsAnError(t *testing.T) {
 	work := t.TempDir()
 	os.WriteFile(filepath.Join(work, "k.yaml"), []byte("digest: sha256:00 # {\"$imagepolicy\": \"apps:app:digest\"}\n"), 0o644)
-	_, _, err := Plan(work, goldenImages)
+	_, _, err := Plan(open(t, work), "", goldenImages)
 	if err == nil || !strings.Contains(err.Error(), "k.yaml:1: marker for apps:app:digest") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+func open(t *testing.T, dir string) *checkout.Tree {
+	t.Helper()
+	tree, err := checkout.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tree.Close() })
+	return tree
 }
