@@ -172,3 +172,27 @@ func TestPlanSaysTheHeadIsUntrusted(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyWebhookSecretRefusesToStart: an empty or blank secret file
+// would silently turn the webhook's authentication off.
+func TestEmptyWebhookSecretRefusesToStart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	for _, content := range []string{"", " \n\t\n"} {
+		os.WriteFile(file, []byte(content), 0o600)
+		var out bytes.Buffer
+		err := run(t.Context(), []string{"run", "--git-url", "http://127.0.0.1:1/x.git", "--listen", "127.0.0.1:0", "--webhook-secret-file", file}, noEnv, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "--webhook-secret-file "+file+" is empty") {
+			t.Fatalf("secret file %q: got %v, want a refusal naming the flag", content, err)
+		}
+	}
+	var out bytes.Buffer
+	env := func(k string) (string, bool) {
+		if k == "DRIFTLESS_WEBHOOK_SECRET" {
+			return "  ", true
+		}
+		return "", false
+	}
+	if err := run(t.Context(), []string{"run", "--git-url", "http://127.0.0.1:1/x.git", "--listen", "127.0.0.1:0"}, env, &out, &out); err == nil || !strings.Contains(err.Error(), "--webhook-secret is empty") {
+		t.Fatalf("blank DRIFTLESS_WEBHOOK_SECRET: got %v", err)
+	}
+}
