@@ -162,29 +162,50 @@ func TestConcurrentReadsAreCapped(t *testing.T) {
 	tg := &target{}
 	srv := httptest.NewServer(&hook.Handler{Target: tg, Log: zaptest.NewLogger(t), Concurrent: 2})
 	defer srv.Close()
-	var held []*io.PipeWriter
+	// Two slow senders: each sends the start of a body and holds it open.
+	// One turned away (the other and a probe held both slots a moment)
+	// tries again, as real senders retry a 503.
+	var mu sync.Mutex
+	var open []*io.PipeWriter
+	done := false
 	var wg sync.WaitGroup
 	for range 2 {
-		pr, pw := io.Pipe()
-		held = append(held, pw)
 		wg.Go(func() {
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, pr)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
+			for {
+				pr, pw := io.Pipe()
+				mu.Lock()
+				if done {
+					mu.Unlock()
+					return
+				}
+				open = append(open, pw)
+				mu.Unlock()
+				go pw.Write([]byte(`{"events":[`))
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, pr)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
 				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					return
+				}
 			}
 		})
-		go pw.Write([]byte(`{"events":[`))
 	}
 	status := func() int { return post(t, srv.URL, "", strings.NewReader(push)) }
 	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		return status() == http.StatusServiceUnavailable, nil
 	})
 	if err != nil {
-		t.Fatal("two bodies held open, and a third request still got a reading slot")
+		t.Fatal("two bodies held open, and another request still got a reading slot")
 	}
-	for _, pw := range held {
+	mu.Lock()
+	done = true
+	for _, pw := range open {
 		pw.Close()
 	}
+	mu.Unlock()
 	wg.Wait()
 	if s := status(); s != http.StatusOK {
 		t.Fatalf("after the slow senders ended: %d, want 200", s)
