@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -143,6 +142,8 @@ type Result struct {
 	Policies []PolicyResult
 	// PolicyErrs are policy files that could not be used.
 	PolicyErrs error
+	// Warnings name Flux fields the policies use that have no effect here.
+	Warnings []error
 	// Changes are the edits made (or planned).
 	Changes []update.Change
 	// Edits are the planned file contents.
@@ -197,8 +198,9 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 		return res, err
 	}
 	defer tree.Close()
-	policies, perr := LoadPolicies(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
-	res.PolicyErrs = perr
+	set, perr := policy.LoadTree(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
+	policies := set.Policies
+	res.PolicyErrs, res.Warnings = perr, set.Warnings
 	res.Known = make(map[string]Known, len(policies))
 	for _, p := range policies {
 		res.Known[p.Key()] = Known{Interval: p.ScanInterval(), Repository: p.Repository()}
@@ -464,111 +466,6 @@ func (a *Automator) digest(ctx context.Context, p *policy.ImagePolicy, s *scanne
 	}
 	s.digests[tag] = d
 	return d, nil
-}
-
-// LoadPolicies reads the ImagePolicy documents in the YAML files under
-// policyPath of the checkout and in files (given by the administrator,
-// outside it). A bad file or policy is reported and skipped; the good
-// ones are returned. A file reached through a link that leaves the
-// checkout is refused, naming the link. Two policies with one key are
-// both dropped: which one wins would be a guess.
-func LoadPolicies(tree *checkout.Tree, policyPath string, files []string) ([]*policy.ImagePolicy, error) {
-	type file struct {
-		display string
-		data    []byte
-	}
-	var found []file
-	var errs []error
-	if policyPath != "" && tree != nil {
-		isYAML := func(name string) bool { return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml") }
-		err := tree.Walk(policyPath, isYAML, func(rel string, data []byte) error {
-			// In the repository only files that declare a policy are
-			// read, so unrelated YAML (templates, values) is never an
-			// error here.
-			if bytes.Contains(data, []byte(policy.Kind)) {
-				found = append(found, file{rel, data})
-			}
-			return nil
-		}, func(err error) { errs = append(errs, fmt.Errorf("read policies: %w", err)) })
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read policies in %s: %w", policyPath, err))
-		}
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read policy file: %w", err))
-			continue
-		}
-		found = append(found, file{f, data})
-	}
-	byKey := map[string]*policy.ImagePolicy{}
-	var dup []string
-	for _, f := range found {
-		ps, err := policy.Parse(f.display, f.data)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, p := range ps {
-			if prev, ok := byKey[p.Key()]; ok {
-				errs = append(errs, fmt.Errorf("%s: policy %s is also defined in %s; both skipped", p.Source, p.Key(), prev.Source))
-				dup = append(dup, p.Key())
-				continue
-			}
-			byKey[p.Key()] = p
-		}
-	}
-	for _, k := range dup {
-		delete(byKey, k)
-	}
-	out := make([]*policy.ImagePolicy, 0, len(byKey))
-	for _, p := range byKey {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out, errors.Join(errs...)
-}
-
-// Validate checks a checkout without any network: every policy parses,
-// every marker is well formed and names a defined policy. It returns
-// every finding, each naming file and line.
-func Validate(root, policyPath, manifestPath string, files []string) []error {
-	tree, err := checkout.Open(root)
-	if err != nil {
-		return []error{err}
-	}
-	defer tree.Close()
-	var findings []error
-	policies, err := LoadPolicies(tree, policyPath, files)
-	if err != nil {
-		findings = append(findings, flatten(err)...)
-	}
-	known := map[string]bool{}
-	for _, p := range policies {
-		known[p.Key()] = true
-	}
-	markers, err := update.Scan(tree, manifestPath)
-	if err != nil {
-		findings = append(findings, flatten(err)...)
-	}
-	for _, m := range markers {
-		if !known[m.Policy] {
-			findings = append(findings, fmt.Errorf("%s:%d: marker refers to policy %q, which no valid ImagePolicy defines", m.File, m.Line, m.Policy))
-		}
-	}
-	return findings
-}
-
-// flatten splits a joined error into its parts, for one finding a line.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // Update is the data of the commit message template.

@@ -25,8 +25,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/checkout"
 	"driftless.dev/automator/internal/ecr"
 	"driftless.dev/automator/internal/ecr/ecrtest"
+	"driftless.dev/automator/internal/policy"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
@@ -785,8 +787,14 @@ func TestNothingWrittenOutsideTheClone(t *testing.T) {
 			t.Fatalf("%s: a commit was made", name)
 		}
 	}
+	tree, err := checkout.Open(clone.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tree.Close()
 	var findings []string
-	for _, e := range automate.Validate(clone.Dir(), "policies", "", nil) {
+	errs, _ := policy.Validate(tree, "policies", "", nil)
+	for _, e := range errs {
 		findings = append(findings, e.Error())
 	}
 	all := strings.Join(findings, "\n")
@@ -798,5 +806,87 @@ func TestNothingWrittenOutsideTheClone(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(victim); string(got) != "untouched\n" {
 		t.Fatal("the victim was written")
+	}
+}
+
+// TestFluxRepository: a repository set up for Flux image automation, as
+// it is: ImageRepository and ImagePolicy objects in their own files, a
+// pull secret named by secretRef, markers naming the ImagePolicy, one of
+// them in a file named Kustomization. The automator makes the commit
+// Flux's automation would.
+func TestFluxRepository(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "pull-pw"}})
+	if _, err := reg.PushImages(t.Context(), "team/podinfo", "6.0.0", "6.1.0", "7.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	secrets := t.TempDir()
+	writeFile(t, filepath.Join(secrets, "regcred/.dockerconfigjson"), fmt.Sprintf(`{"auths":{%q:{"username":"robot","password":"pull-pw"}}}`, reg.Host))
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "clusters/dev/image-repository.yaml"), fmt.Sprintf(`apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  image: %s/team/podinfo
+  interval: 1m
+  secretRef:
+    name: regcred
+`, reg.Host))
+	writeFile(t, filepath.Join(src, "clusters/dev/image-policy.yaml"), `apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  policy:
+    semver:
+      range: 6.x
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageUpdateAutomation
+metadata:
+  name: flux-system
+  namespace: flux-system
+spec:
+  interval: 30m
+  sourceRef: {kind: GitRepository, name: flux-system}
+  update: {path: ./apps, strategy: Setters}
+`)
+	writeFile(t, filepath.Join(src, "apps/podinfo/deployment.yaml"), fmt.Sprintf("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  template:\n    spec:\n      containers:\n        - name: podinfo\n          image: %s/team/podinfo:6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo\"}\n", reg.Host))
+	writeFile(t, filepath.Join(src, "apps/podinfo/Kustomization"), "resources: [deployment.yaml]\nimages:\n  - name: podinfo\n    newTag: 6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}\n")
+	base, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), git.RepoURL("fleet"), "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := automate.New(automate.Config{PolicyPath: "."}, repo, registry.New(registry.WithInsecure(reg.Host)), &registry.Credentials{DockerConfigDir: secrets}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(t.Context(), nil)
+	if err != nil || res.PolicyErrs != nil || res.Commit == "" {
+		t.Fatalf("run: %v, policy errors %v, result %+v", err, res.PolicyErrs, res.Policies)
+	}
+	if pr := res.Policies[0]; pr.Policy.Key() != "flux-system:podinfo" || pr.Choice.Tag != "6.1.0" {
+		t.Fatalf("policy %s chose %q (%s)", pr.Policy.Key(), pr.Choice.Tag, pr.Choice.Reason)
+	}
+	diff, _ := git.Git(t.Context(), "fleet", "diff", "--unified=0", base, res.Commit)
+	for _, want := range []string{
+		"+          image: " + reg.Host + "/team/podinfo:6.1.0 # {\"$imagepolicy\": \"flux-system:podinfo\"}",
+		"+    newTag: 6.1.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}",
+	} {
+		if !strings.Contains(diff, want) {
+			t.Errorf("the commit lacks %q:\n%s", want, diff)
+		}
+	}
+	if strings.Count(diff, "diff --git") != 2 {
+		t.Errorf("the commit changes other files:\n%s", diff)
 	}
 }

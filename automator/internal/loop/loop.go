@@ -4,6 +4,7 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -32,6 +33,10 @@ type Loop struct {
 	jitter float64
 	// retry is the wait after a failed pass.
 	retry time.Duration
+
+	// warned is the last set of warnings logged, so each is said once
+	// until it changes.
+	warned string
 
 	mu       sync.Mutex
 	known    map[string]automate.Known
@@ -188,6 +193,10 @@ func (l *Loop) spread(d time.Duration) time.Duration {
 func (l *Loop) report(res automate.Result, err error, secs float64) {
 	if res.PolicyErrs != nil {
 		l.log.Error("some policies were skipped", zap.Error(res.PolicyErrs))
+	}
+	if w := errors.Join(res.Warnings...); w != nil && w.Error() != l.warned {
+		l.warned = w.Error()
+		l.log.Warn("policy fields without effect", zap.Error(w))
 	}
 	for _, pr := range res.Policies {
 		if pr.Err != nil {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -44,6 +43,8 @@ type ImagePolicy struct {
 	excludes []*regexp.Regexp
 	interval time.Duration
 	repo     name.Repository
+	// suspended: a Flux object marked suspend; known, never scanned.
+	suspended bool
 }
 
 // Metadata names a policy. Markers refer to it as "namespace:name", or
@@ -154,6 +155,9 @@ type FieldError struct {
 	Line  int
 	Field string
 	Msg   string
+	// Policy is the key of the policy the error is about, when the
+	// document got that far; markers naming it are not reported again.
+	Policy string
 }
 
 func (e *FieldError) Error() string {
@@ -170,37 +174,11 @@ func (e *FieldError) Error() string {
 // Parse reads every ImagePolicy in data, a file of one or more YAML
 // documents; documents of other kinds are ignored. It returns the valid
 // policies and one error per bad one (joined), so a bad policy never hides
-// the good ones.
+// the good ones. Flux ImagePolicy documents need their ImageRepository:
+// use Load for a set of files.
 func Parse(file string, data []byte) ([]*ImagePolicy, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var out []*ImagePolicy
-	var errs []error
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			// The rest of the file cannot be read past a syntax error.
-			errs = append(errs, &FieldError{File: file, Msg: "malformed YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
-			break
-		}
-		if len(doc.Content) == 0 {
-			continue
-		}
-		root := doc.Content[0]
-		if kindOf(root) != Kind {
-			continue
-		}
-		p, err := decode(file, root)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, errors.Join(errs...)
+	set, err := Load([]File{{Name: file, Data: data}})
+	return set.Policies, err
 }
 
 func kindOf(n *yaml.Node) string {
@@ -211,37 +189,72 @@ func kindOf(n *yaml.Node) string {
 }
 
 func decode(file string, root *yaml.Node) (*ImagePolicy, error) {
-	// Strict decoding through a re-encode: yaml.Node.Decode has no
-	// KnownFields, and a misspelt field must not be silently ignored.
-	b, err := yaml.Marshal(root)
-	if err != nil {
-		return nil, &FieldError{File: file, Line: root.Line, Msg: err.Error()}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	p := &ImagePolicy{Source: file}
-	if err := dec.Decode(p); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		// Line numbers refer to the re-encoded document; name the
-		// document's first line instead, plus the decoder's words.
-		msg = regexp.MustCompile(`line \d+: `).ReplaceAllString(msg, "")
-		return nil, &FieldError{File: file, Line: root.Line, Msg: "ImagePolicy: " + msg}
+	if err := strictDecode(root, p); err != nil {
+		return nil, &FieldError{File: file, Line: root.Line, Msg: "ImagePolicy: " + err.Error(), Policy: keyOf(root)}
 	}
-	if err := p.validate(root); err != nil {
+	if err := p.validate(ownFields(file, root)); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
+// strictDecode decodes n into v refusing unknown fields, with the
+// decoder's words made readable: "unknown field "x"" rather than "field x
+// not found in type policy.Spec".
+func strictDecode(n *yaml.Node, v any) error {
+	// Through a re-encode: yaml.Node.Decode has no KnownFields, and a
+	// misspelt field must not be silently ignored.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+		// Line numbers refer to the re-encoded document.
+		msg = regexp.MustCompile(`line \d+: `).ReplaceAllString(msg, "")
+		msg = regexp.MustCompile(`field (\S+) not found in type \S+`).ReplaceAllString(msg, `unknown field "$1"`)
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// keyOf is the key of the policy document n declares, as far as its
+// metadata can be read.
+func keyOf(n *yaml.Node) string {
+	md := lookup(n, "metadata")
+	name, ns := lookup(md, "name"), lookup(md, "namespace")
+	switch {
+	case name == nil:
+		return ""
+	case ns == nil || ns.Value == "":
+		return name.Value
+	}
+	return ns.Value + ":" + name.Value
+}
+
+// locate says where a field of a policy came from, for its error: the
+// file, the line, and the field's name there.
+type locate func(path string) (file string, line int, field string)
+
+// ownFields locates the fields of a Driftless ImagePolicy in its document.
+func ownFields(file string, root *yaml.Node) locate {
+	return func(path string) (string, int, string) { return file, lineOf(root, path), path }
+}
+
 // validate checks every field and compiles what Select needs. It reports
 // all problems of the policy at once, each with its field and line.
-func (p *ImagePolicy) validate(root *yaml.Node) error {
+func (p *ImagePolicy) validate(loc locate) error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{File: p.Source, Line: lineOf(root, path), Field: path, Msg: fmt.Sprintf(format, args...)})
+		file, line, field := loc(path)
+		errs = append(errs, &FieldError{File: file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...), Policy: p.Key()})
 	}
 	if p.APIVersion != APIVersion {
-		bad("apiVersion", "got %q, want %q", p.APIVersion, APIVersion)
+		bad("apiVersion", "got %q, want %q (or a Flux ImagePolicy, %s or %s)", p.APIVersion, APIVersion, FluxAPIVersionV1beta2, FluxAPIVersionV1)
 	}
 	if p.Metadata.Name == "" {
 		bad("metadata.name", "required")

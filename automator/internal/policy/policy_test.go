@@ -125,7 +125,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"bad range", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    semver:\n      range: '>=1.0 <<2'\n",
 			[]string{"bad.yaml:9: spec.policy.semver.range", "is not a semver range"}},
 		{"unknown field", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  polcy: {}\n",
-			[]string{"bad.yaml:1", "field polcy not found"}},
+			[]string{"bad.yaml:1", `unknown field "polcy"`}},
 		{"no ordering and tagged image", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app:1.0\n",
 			[]string{"bad.yaml:6: spec.image", "without a tag", "bad.yaml:6: spec.policy: set exactly one"}},
 		{"two orderings", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    semver: {range: '*'}\n    numerical: {}\n",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -83,10 +84,15 @@ func readNodes(data []byte) ([]*yaml.RNode, error) {
 	}
 }
 
+// KustomizationFileNames are the names kustomize reads a kustomization
+// from (konfig.RecognizedKustomizationFileNames, checked by a test): the
+// synchronizer builds a file named Kustomization, so its markers count.
+var KustomizationFileNames = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
 // manifestFile reports whether a file of this name is YAML worth reading.
 func manifestFile(name string) bool {
 	ext := strings.ToLower(filepath.Ext(name))
-	return ext == ".yaml" || ext == ".yml"
+	return ext == ".yaml" || ext == ".yml" || slices.Contains(KustomizationFileNames, name)
 }
 
 // walkFiles calls fn with the content of every YAML file under dir of the

@@ -4,9 +4,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/kustomize/api/konfig"
 
 	"driftless.dev/automator/internal/checkout"
 )
@@ -205,4 +208,34 @@ func open(t *testing.T, dir string) *checkout.Tree {
 	}
 	t.Cleanup(func() { tree.Close() })
 	return tree
+}
+
+// TestMarkersInEveryKustomizationFileName: kustomize reads a file named
+// Kustomization (no extension); its markers are updated like any other.
+func TestMarkersInEveryKustomizationFileName(t *testing.T) {
+	if !slices.Equal(KustomizationFileNames, konfig.RecognizedKustomizationFileNames()) {
+		t.Fatalf("KustomizationFileNames %v, kustomize reads %v", KustomizationFileNames, konfig.RecognizedKustomizationFileNames())
+	}
+	work := t.TempDir()
+	for _, name := range KustomizationFileNames {
+		dir := filepath.Join(work, strings.ReplaceAll(name, ".", "-"))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, name), []byte("images:\n  - name: app\n    newTag: 1.0.0 # {\"$imagepolicy\": \"apps:app:tag\"}\n"), 0o644)
+	}
+	tree := open(t, work)
+	markers, err := Scan(tree, "")
+	if err != nil || len(markers) != 3 {
+		t.Fatalf("%d markers (%v), want one in each of %v", len(markers), err, KustomizationFileNames)
+	}
+	edits, _, err := Plan(tree, "", goldenImages)
+	if err != nil || len(edits) != 3 {
+		t.Fatalf("%d edits (%v), want 3", len(edits), err)
+	}
+	if err := Write(tree, edits); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(work, "Kustomization", "Kustomization"))
+	if !strings.Contains(string(got), "newTag: "+goldenImages["apps:app"].Tag+" #") {
+		t.Fatalf("Kustomization after the edit:\n%s", got)
+	}
 }
