@@ -330,6 +330,10 @@ func (p *ImagePolicy) validate(loc locate) error {
 	for i, x := range p.Spec.Exclude {
 		re, err := regexp.Compile(x)
 		if err != nil {
+			if g := fromGlob(x); g != "" {
+				bad(fmt.Sprintf("spec.exclude[%d]", i), "%q is a glob, but exclusions are regular expressions: did you mean %q?", x, g)
+				continue
+			}
 			bad(fmt.Sprintf("spec.exclude[%d]", i), "not a regular expression: %v", err)
 			continue
 		}
@@ -362,6 +366,29 @@ func (p *ImagePolicy) validate(loc locate) error {
 		bad("spec.auth.provider", "%q: want none, aws or dockerconfig", p.Spec.Auth.Provider)
 	}
 	return errors.Join(errs...)
+}
+
+// fromGlob returns the regular expression a glob such as "*-debug" means
+// (".*-debug"), or "" when x has no glob wildcard.
+func fromGlob(x string) string {
+	if !strings.ContainsAny(x, "*?") {
+		return ""
+	}
+	var b strings.Builder
+	for _, r := range x {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	if _, err := regexp.Compile(b.String()); err != nil {
+		return ""
+	}
+	return b.String()
 }
 
 // tagged reports whether image ends in a :tag (a colon after the last slash).

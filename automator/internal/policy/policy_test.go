@@ -136,6 +136,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 			[]string{"bad.yaml:10: spec.filterTags.pattern", "bad.yaml:11: spec.exclude[1]"}},
 		{"extract names a missing group", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  filterTags:\n    pattern: '^(?P<ts>\\d+)$'\n    extract: '$stamp'\n",
 			[]string{"spec.filterTags.extract", `group "stamp"`}},
+		{"a glob in exclude", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  exclude: ['^latest$', '*-debug']\n",
+			[]string{"bad.yaml:9: spec.exclude[1]", `"*-debug" is a glob, but exclusions are regular expressions: did you mean ".*-debug"?`}},
 		{"aws auth for a non-ECR registry", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  auth:\n    provider: aws\n",
 			[]string{"bad.yaml:10: spec.auth.provider", "ghcr.io is not one"}},
 		{"docker config outside the mounted folder", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  auth:\n    provider: dockerconfig\n    dockerConfig: /root/.docker/config.json\n",
