@@ -59,7 +59,7 @@ func newHistory(t *testing.T) (*history, plumbing.Hash) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, err := w.Head()
+	seed, err := head(w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func (h *history) fetched(branch string) (*git.Repository, plumbing.Hash) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	tip, err := r.Head()
+	tip, err := head(r)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -230,4 +230,13 @@ func TestVerifyHistory(t *testing.T) {
 	if _, err := gitrepo.ParseKeyring("not a key"); err == nil {
 		t.Fatal("a malformed keyring was accepted")
 	}
+}
+
+// head is the commit the clone's branch points at.
+func head(r *gitrepo.Repo) (plumbing.Hash, error) {
+	ref, err := r.Repository().Reference(plumbing.NewBranchReferenceName(r.Branch()), true)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return ref.Hash(), nil
 }

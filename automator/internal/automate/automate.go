@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -43,7 +44,6 @@ type Credentials interface {
 type Repo interface {
 	Dir() string
 	Branch() string
-	Sync(ctx context.Context) (plumbing.Hash, error)
 	Fetch(ctx context.Context, extra ...string) (plumbing.Hash, error)
 	RemoteTip(branch string) (plumbing.Hash, error)
 	Commit(msg string, author gitrepo.Signature, signKey *openpgp.Entity) (plumbing.Hash, error)
@@ -98,6 +98,9 @@ type Automator struct {
 	creds Credentials
 	log   *zap.Logger
 	tmpl  *template.Template
+
+	mu    sync.Mutex
+	stuck stuck
 }
 
 // New returns an Automator, or an error naming the bad setting.
@@ -158,6 +161,9 @@ type Result struct {
 	// Untrusted is set when the head failed verification against the
 	// keyring: nothing was read, edited or committed.
 	Untrusted *gitrepo.UntrustedError
+	// Stuck: the pass failed for good on this commit before, and only
+	// fetched to see that the branch has not moved (see ErrPermanent).
+	Stuck bool
 }
 
 // Known is what the loop needs of a policy: when to scan it and which
@@ -168,97 +174,42 @@ type Known struct {
 }
 
 // ErrPermanent marks errors a retry cannot fix until someone changes Git
-// (a manifest that does not parse, a broken marker).
+// (a manifest that does not parse, a broken marker, a link out of the
+// checkout). A pass that fails so is not redone on the same commit: the
+// next passes only fetch, until the branch moves.
 var ErrPermanent = errors.New("needs a fix in the repository")
 
-// Run does one pass and pushes its commit. only, when not empty, limits
-// the pass to the policies with those keys (a webhook's trigger).
+// stuck is the commit a pass last failed on for good, and why.
+type stuck struct {
+	at  plumbing.Hash
+	err error
+}
+
+// pass is what the attempts of one pass share.
+type pass struct {
+	only    []string
+	explain bool
+	// scans holds each policy's registry answer: tags are listed once a
+	// pass, and a redo after a rejected push reuses the lists.
+	scans map[string]*scanned
+}
+
+// Run does one pass and pushes its commit, redoing the attempt on the new
+// tip when the push is rejected because the branch moved. only, when not
+// empty, limits the pass to the policies with those keys (a webhook's
+// trigger).
 func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
-	return a.pass(ctx, only, true)
-}
-
-// Plan does a pass up to a local commit, returns its exact diff, and
-// drops the commit: nothing is pushed.
-func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
-	return a.pass(ctx, only, false)
-}
-
-func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result, error) {
+	p := &pass{only: only, scans: map[string]*scanned{}}
 	var res Result
-	base, err := a.sync(ctx)
-	if !base.IsZero() {
-		res.Base = base.String()
-	}
-	if err != nil {
-		errors.As(err, &res.Untrusted)
-		return res, err
-	}
-	tree, err := checkout.Open(a.repo.Dir())
-	if err != nil {
-		return res, err
-	}
-	defer tree.Close()
-	set, perr := policy.LoadTree(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
-	policies := set.Policies
-	res.PolicyErrs, res.Warnings = perr, set.Warnings
-	res.Known = make(map[string]Known, len(policies))
-	for _, p := range policies {
-		res.Known[p.Key()] = Known{Interval: p.ScanInterval(), Repository: p.Repository()}
-	}
-	if len(only) > 0 {
-		policies = slices.DeleteFunc(policies, func(p *policy.ImagePolicy) bool { return !slices.Contains(only, p.Key()) })
-	}
-	if len(policies) == 0 {
-		return res, nil
-	}
-	// Tags are listed once per pass, and each policy chosen for as soon as
-	// its list arrives, while other lists are still in flight; a redo after
-	// a rejected push reuses the lists.
-	current, err := a.currentTags(tree, policies)
-	if err != nil {
-		return res, err
-	}
-	scanned := a.scan(ctx, policies, current, !push)
-	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
-		res.Attempts = attempt
-		if attempt > 1 {
-			if base, err = a.sync(ctx); err != nil {
-				errors.As(err, &res.Untrusted)
-				return res, err
-			}
-			res.Base = base.String()
-			// Another writer may have moved the markers.
-			if current, err = a.currentTags(tree, policies); err != nil {
-				return res, err
-			}
-		}
-		if err := a.decide(ctx, tree, &res, policies, scanned, current); err != nil {
-			return res, err
-		}
-		if len(res.Changes) == 0 {
-			return res, nil
-		}
-		if err := update.Write(tree, res.Edits); err != nil {
-			return res, err
-		}
-		h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
-		if errors.Is(err, gitrepo.ErrNoChange) {
-			res.Changes = nil
-			return res, nil
-		}
-		if err != nil {
-			return res, err
-		}
-		if !push {
-			res.Diff, err = a.repo.Diff(base, h)
-			if rerr := a.repo.Reset(base); rerr != nil {
-				return res, rerr
-			}
+	for n := 1; n <= a.cfg.PushAttempts; n++ {
+		res.Attempts = n
+		h, err := a.attempt(ctx, p, &res)
+		if err != nil || h.IsZero() {
 			return res, err
 		}
 		err = a.repo.Push(ctx, a.pushBranch())
 		if errors.Is(err, gitrepo.ErrRejected) {
-			a.log.Info("push rejected, redoing the edit on the new tip", zap.Int("attempt", attempt))
+			a.log.Info("push rejected, redoing the edit on the new tip", zap.Int("attempt", n))
 			continue
 		}
 		if err != nil {
@@ -275,6 +226,113 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	}
 	return res, fmt.Errorf("push to %s: still rejected after %d attempts: %w", a.pushBranch(), a.cfg.PushAttempts, gitrepo.ErrRejected)
 }
+
+// Plan does an attempt, returns the exact diff of its commit and every
+// tag passed over and why, and drops the commit: nothing is pushed.
+func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
+	var res Result
+	h, err := a.attempt(ctx, &pass{only: only, explain: true, scans: map[string]*scanned{}}, &res)
+	if err != nil || h.IsZero() {
+		return res, err
+	}
+	base := plumbing.NewHash(res.Base)
+	res.Diff, err = a.repo.Diff(base, h)
+	if rerr := a.repo.Reset(base); rerr != nil {
+		return res, rerr
+	}
+	return res, err
+}
+
+// attempt is one try of a pass on the branch's tip as it is now: sync
+// (and verify), read the policies and the markers, choose, write, commit
+// locally. It returns the commit, or zero when nothing changed.
+func (a *Automator) attempt(ctx context.Context, p *pass, res *Result) (plumbing.Hash, error) {
+	res.Changes, res.Edits, res.Message, res.Diff = nil, nil, "", ""
+	base, err := a.sync(ctx)
+	if !base.IsZero() {
+		res.Base = base.String()
+	}
+	if err != nil {
+		errors.As(err, &res.Untrusted)
+		res.Stuck = errors.Is(err, errStuck)
+		return plumbing.ZeroHash, err
+	}
+	h, err := a.build(ctx, p, res)
+	if errors.Is(err, ErrPermanent) {
+		a.setStuck(base, err)
+	}
+	return h, err
+}
+
+// build is an attempt past sync, on the checked-out base.
+func (a *Automator) build(ctx context.Context, p *pass, res *Result) (plumbing.Hash, error) {
+	tree, err := checkout.Open(a.repo.Dir())
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	defer tree.Close()
+	set, perr := policy.LoadTree(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
+	policies := set.Policies
+	res.PolicyErrs, res.Warnings = perr, set.Warnings
+	res.Known = make(map[string]Known, len(policies))
+	for _, pol := range policies {
+		res.Known[pol.Key()] = Known{Interval: pol.ScanInterval(), Repository: pol.Repository()}
+	}
+	if len(p.only) > 0 {
+		policies = slices.DeleteFunc(policies, func(pol *policy.ImagePolicy) bool { return !slices.Contains(p.only, pol.Key()) })
+	}
+	if len(policies) == 0 {
+		return plumbing.ZeroHash, nil
+	}
+	current, err := a.currentTags(tree, policies)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	// Each policy is listed at most once a pass, and chosen for as soon
+	// as its list arrives, while other lists are still in flight.
+	var todo []*policy.ImagePolicy
+	for _, pol := range policies {
+		if _, ok := p.scans[pol.Key()]; !ok {
+			todo = append(todo, pol)
+		}
+	}
+	maps.Copy(p.scans, a.scan(ctx, todo, current, p.explain))
+	if err := a.decide(ctx, tree, res, policies, p.scans, current); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if len(res.Changes) == 0 {
+		return plumbing.ZeroHash, nil
+	}
+	if err := update.Write(tree, res.Edits); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
+	if errors.Is(err, gitrepo.ErrNoChange) {
+		res.Changes = nil
+		return plumbing.ZeroHash, nil
+	}
+	return h, err
+}
+
+func (a *Automator) setStuck(at plumbing.Hash, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stuck = stuck{at: at, err: err}
+}
+
+// stillStuck returns the error a pass failed with for good on tip, if the
+// branch has not moved since.
+func (a *Automator) stillStuck(tip plumbing.Hash) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stuck.err == nil || a.stuck.at != tip {
+		return nil
+	}
+	return fmt.Errorf("%w (%w at %s)", a.stuck.err, errStuck, tip)
+}
+
+// errStuck marks a pass not redone because the branch has not moved.
+var errStuck = errors.New("not retried until the branch moves")
 
 // sync resets the clone to where the next commit goes on top of: the
 // followed branch, or, in a pull-request flow, the push branch if it
@@ -294,11 +352,16 @@ func (a *Automator) sync(ctx context.Context) (plumbing.Hash, error) {
 			tip = pt
 		}
 	}
+	if err := a.stillStuck(tip); err != nil {
+		return tip, err
+	}
 	// Verified before the working tree is touched: nothing of an
 	// untrusted head is read, not even its policies.
 	if a.cfg.Keyring != nil {
 		if err := a.repo.Verify(a.cfg.Keyring, tip, a.cfg.VerifyAnchor); err != nil {
-			return tip, fmt.Errorf("refusing to build on %s at %s: %w", a.pushBranch(), tip, err)
+			err = fmt.Errorf("refusing to build on %s at %s: %w: %w", a.pushBranch(), tip, ErrPermanent, err)
+			a.setStuck(tip, err)
+			return tip, err
 		}
 	}
 	return tip, a.repo.Reset(tip)

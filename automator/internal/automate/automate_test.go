@@ -775,7 +775,8 @@ func TestNothingWrittenOutsideTheClone(t *testing.T) {
 	}
 	before := f.head(t)
 	outsideBefore, _ := os.ReadFile(filepath.Join(outside, "evil.yaml"))
-	for name, run := range map[string]func(context.Context, []string) (automate.Result, error){"run": a.Run, "plan": a.Plan} {
+	fresh, _ := f.automator(t) // a pass failed for good is not redone on the same commit
+	for name, run := range map[string]func(context.Context, []string) (automate.Result, error){"run": a.Run, "plan": fresh.Plan} {
 		res, err := run(ctx, nil)
 		if !errors.Is(err, automate.ErrPermanent) || !strings.Contains(err.Error(), "apps/web/evil.yaml: a link to "+filepath.Join(outside, "evil.yaml")+", which leads outside the checkout: not read") {
 			t.Fatalf("%s: got %v, want the marked link refused, naming it", name, err)
@@ -888,5 +889,60 @@ spec:
 	}
 	if strings.Count(diff, "diff --git") != 2 {
 		t.Errorf("the commit changes other files:\n%s", diff)
+	}
+}
+
+// countingTransport counts the requests that reach the registry.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int32
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// TestPermanentFailureWaitsForTheBranchToMove: a pass that fails for good
+// (here a digest marker for a policy that pins none, found once the
+// registry was asked) is not redone on the same commit: the passes after
+// it fetch, see the branch has not moved, and say so without asking any
+// registry; a fix pushed makes the next pass work.
+func TestPermanentFailureWaitsForTheBranchToMove(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+		"apps/web/broken.yaml": "digest: sha256:00 # {\"$imagepolicy\": \"apps:web:digest\"}\n",
+	})
+	ctx := t.Context()
+	counter := &countingTransport{next: f.reg.Transport}
+	a, _ := f.automator(t, registry.WithTransport(counter))
+	_, err := a.Run(ctx, nil)
+	if !errors.Is(err, automate.ErrPermanent) {
+		t.Fatalf("got %v, want ErrPermanent", err)
+	}
+	asked := counter.n.Load()
+	if asked == 0 {
+		t.Fatal("the first pass did not reach the registry: the failure must come after the scan")
+	}
+	res, err := a.Run(ctx, nil)
+	if !errors.Is(err, automate.ErrPermanent) || !res.Stuck || !strings.Contains(err.Error(), "apps/web/broken.yaml") || !strings.Contains(err.Error(), "not retried until the branch moves") {
+		t.Fatalf("second pass on the same commit: %v (stuck %v)", err, res.Stuck)
+	}
+	if n := counter.n.Load(); n != asked {
+		t.Fatalf("the second pass on the same broken commit made %d registry requests, want none", n-asked)
+	}
+	// The fix.
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(person.Dir(), "apps/web/broken.yaml"))
+	if _, err := person.Commit("fix", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Run(ctx, nil); err != nil || res.Stuck || res.Commit == "" {
+		t.Fatalf("after the fix: %v %+v", err, res)
 	}
 }

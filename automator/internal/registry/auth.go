@@ -1,9 +1,8 @@
 package registry
 
 import (
+	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"driftless.dev/automator/internal/ecr"
@@ -81,17 +81,6 @@ func (c *Credentials) PushTimes(ctx context.Context, p *policy.ImagePolicy) (map
 	return times, ecrRefusal(p, err)
 }
 
-// dockerConfig is the part of ~/.docker/config.json (and of a Kubernetes
-// .dockerconfigjson pull secret) that holds credentials.
-type dockerConfig struct {
-	Auths map[string]struct {
-		Auth          string `json:"auth"`
-		Username      string `json:"username"`
-		Password      string `json:"password"`
-		IdentityToken string `json:"identitytoken"`
-	} `json:"auths"`
-}
-
 // fromDockerConfig reads the credentials for host from a docker config
 // under DockerConfigDir: the pull secrets the administrator mounted there,
 // and no other file (the path comes from Git; os.Root keeps it, and any
@@ -107,28 +96,23 @@ func (c *Credentials) fromDockerConfig(path, host string) (authn.Authenticator, 
 	if err != nil {
 		return nil, fmt.Errorf("read docker config %s in --docker-config-dir: %w", path, err)
 	}
-	var cfg dockerConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("docker config %s: not valid JSON", path)
+	// Parsed by docker/cli's own config file type (go-containerregistry
+	// links it already). Only the auths entries are used: a credsStore or
+	// credHelpers entry would run a helper program, and a pull secret is
+	// no reason to run one.
+	cf := configfile.New(path)
+	if err := cf.LoadFromReader(bytes.NewReader(b)); err != nil {
+		// Its errors are about the structure or the base64 of "auth",
+		// never a credential's value.
+		return nil, fmt.Errorf("docker config %s: %v", path, err)
 	}
 	want := normalizeHost(host)
-	for key, a := range cfg.Auths {
+	for key, a := range cf.AuthConfigs {
 		if normalizeHost(key) != want {
 			continue
 		}
-		ac := authn.AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
-		if a.Auth != "" {
-			raw, err := base64.StdEncoding.DecodeString(a.Auth)
-			if err != nil {
-				return nil, fmt.Errorf("docker config %s: auths[%s].auth is not base64", path, key)
-			}
-			u, p, ok := strings.Cut(string(raw), ":")
-			if !ok {
-				return nil, fmt.Errorf("docker config %s: auths[%s].auth is not user:password", path, key)
-			}
-			ac.Username, ac.Password = u, p
-		}
-		return authn.FromConfig(ac), nil
+		return authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password,
+			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}), nil
 	}
 	return nil, fmt.Errorf("docker config %s has no credentials for %s", path, host)
 }
