@@ -83,3 +83,23 @@ func TestBuildOrderAndEmptyRender(t *testing.T) {
 		t.Fatalf("--allow-empty: %v %q", err, out.String())
 	}
 }
+
+// Record flags that cannot work are start-up errors naming the flag,
+// before anything is fetched or applied.
+func TestRecordFlagsAreChecked(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--record"}, "--record needs --cluster-name"},
+		{[]string{"--record", "--cluster-name", "Prod EU"}, `--cluster-name "Prod EU": want lower-case letters`},
+		{[]string{"--revert-on-failure", "--cluster-name", "dev"}, "--revert-on-failure needs --record"},
+		{[]string{"--record", "--cluster-name", "dev", "--record-notes", "a/b"}, `--record-notes "a/b"`},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"run", "--repo-url", "http://127.0.0.1:1/x.git", "--once"}, c.args...)
+		if err := run(t.Context(), args, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
+		}
+	}
+}
