@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 // NotesRef is the full name of the notes ref name: refs/notes/<name>.
@@ -70,14 +72,49 @@ func (n *Notes) Read(commit plumbing.Hash) (string, error) {
 
 // All returns every note as last fetched, by commit.
 func (n *Notes) All() (map[plumbing.Hash]string, error) {
-	out := map[plumbing.Hash]string{}
 	root, err := n.tree(n.Tip())
 	if err != nil {
 		return nil, err
 	}
+	out, err := allNotes(n.m.repo.Storer, root, n.text)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", n.ref, err)
+	}
+	return out, nil
+}
+
+// ReadNotes returns every note of the notes ref in a repository (a
+// person's clone, where `git fetch origin refs/notes/*:refs/notes/*`
+// brought them), by commit; none when the ref is absent.
+func ReadNotes(repo *git.Repository, ref plumbing.ReferenceName) (map[plumbing.Hash]string, error) {
+	r, err := repo.Reference(ref, true)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return map[plumbing.Hash]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	c, err := repo.CommitObject(r.Hash())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	text := func(h plumbing.Hash) (string, error) {
+		b, err := readBlob(repo.Storer, h)
+		return string(b), err
+	}
+	out, err := allNotes(repo.Storer, c.TreeHash, text)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	return out, nil
+}
+
+// allNotes walks a notes tree, flat or fanned out.
+func allNotes(s storer.EncodedObjectStorer, root plumbing.Hash, text func(plumbing.Hash) (string, error)) (map[plumbing.Hash]string, error) {
+	out := map[plumbing.Hash]string{}
 	var walk func(tree plumbing.Hash, prefix string) error
 	walk = func(tree plumbing.Hash, prefix string) error {
-		entries, err := readTree(n.m.repo.Storer, tree)
+		entries, err := readTree(s, tree)
 		if err != nil {
 			return err
 		}
@@ -89,19 +126,16 @@ func (n *Notes) All() (map[plumbing.Hash]string, error) {
 					return err
 				}
 			case e.Mode != filemode.Dir && len(name) == 40 && isHex(e.Name):
-				text, err := n.text(e.Hash)
+				t, err := text(e.Hash)
 				if err != nil {
 					return err
 				}
-				out[plumbing.NewHash(name)] = text
+				out[plumbing.NewHash(name)] = t
 			}
 		}
 		return nil
 	}
-	if err := walk(root, ""); err != nil {
-		return nil, fmt.Errorf("read %s: %w", n.ref, err)
-	}
-	return out, nil
+	return out, walk(root, "")
 }
 
 func isHex(s string) bool {

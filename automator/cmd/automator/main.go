@@ -44,7 +44,7 @@ Every flag can also be set by an environment variable: --git-url is DRIFTLESS_GI
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
-	root.AddCommand(runCommand(), planCommand(), validateCommand())
+	root.AddCommand(runCommand(), planCommand(), validateCommand(), historyCommand())
 	// Environment fallbacks, applied after the command line is parsed so
 	// an explicit flag always wins.
 	root.PersistentPreRunE = envflags.Hook(env)

@@ -184,7 +184,9 @@ type RevertResult struct {
 	Images []string `json:"images,omitempty"`
 	// Reason says why nothing was pushed (scope, a plan).
 	Reason string `json:"reason,omitempty"`
-	Err    error  `json:"-"`
+	// Changed: not said in the last pass (logged once, counted once).
+	Changed bool  `json:"-"`
+	Err     error `json:"-"`
 }
 
 // Result is one pass.
@@ -365,7 +367,11 @@ func (r *Runner) Pass(ctx context.Context, dryRun bool) (Result, error) {
 	}
 	res.Skipped = l.Skipped
 	if r.cfg.Revert != RevertOff {
-		res.Revert = r.revert(ctx, l, head, dryRun)
+		if res.Revert = r.revert(ctx, l, head, dryRun); res.Revert != nil {
+			key := res.Revert.Commit + " " + res.Revert.Revert + " " + res.Revert.Reason
+			res.Revert.Changed = r.last["\x00revert"] != key
+			r.last["\x00revert"] = key
+		}
 	}
 	for _, p := range promotions {
 		g := r.gate(ctx, p, dryRun)
@@ -389,17 +395,24 @@ func (r *Runner) documents(commit plumbing.Hash) ([]*Promotion, error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	tree, err := c.Tree()
+	return Documents(c, r.cfg.PolicyPath)
+}
+
+// Documents reads the Promotion documents in the YAML files under dir of
+// commit's tree: the valid ones, and the documents skipped (file:line:
+// why). The error is for a tree that cannot be read.
+func Documents(commit *object.Commit, dir string) ([]*Promotion, error, error) {
+	tree, err := commit.Tree()
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the tree of %s: %w", commit, err)
+		return nil, nil, fmt.Errorf("read the tree of %s: %w", commit.Hash, err)
 	}
-	dir := strings.Trim(strings.TrimPrefix(r.cfg.PolicyPath, "./"), "/")
+	dir = strings.Trim(strings.TrimPrefix(dir, "./"), "/")
 	if dir != "" && dir != "." {
 		if tree, err = tree.Tree(dir); err != nil {
 			if errors.Is(err, object.ErrDirectoryNotFound) {
 				return nil, nil, nil
 			}
-			return nil, nil, fmt.Errorf("read %s at %s: %w", dir, commit, err)
+			return nil, nil, fmt.Errorf("read %s at %s: %w", dir, commit.Hash, err)
 		}
 	} else {
 		dir = ""
@@ -428,7 +441,7 @@ func (r *Runner) documents(commit plumbing.Hash) ([]*Promotion, error, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read Promotion documents at %s: %w", commit, err)
+		return nil, nil, fmt.Errorf("read Promotion documents at %s: %w", commit.Hash, err)
 	}
 	ps, docErrs := Load(files)
 	return ps, docErrs, nil
