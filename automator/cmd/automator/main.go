@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Promotion windows name IANA time zones; the image has no zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/spf13/cobra"
 
