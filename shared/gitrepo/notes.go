@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
@@ -34,6 +35,8 @@ type Notes struct {
 	// texts caches notes by blob hash: a note's text never changes
 	// under its hash.
 	texts map[plumbing.Hash]string
+	// signed is what Signed has read so far.
+	signed *signedNotes
 }
 
 // Notes returns the notes ref name (refs/notes/<name>) of the mirror.
@@ -326,4 +329,152 @@ func hasLine(text, line string) bool {
 		}
 	}
 	return false
+}
+
+// signedNotes is what Signed has read of a notes history: the lines each
+// signed commit added, in the order they were added.
+type signedNotes struct {
+	k     *Keyring
+	seen  map[plumbing.Hash]bool
+	lines map[plumbing.Hash][]string
+	has   map[plumbing.Hash]map[string]bool
+}
+
+// Signed returns the notes as last fetched, keeping only the lines that a
+// notes commit signed by a key of k added: a line is trusted as far as the
+// commit that wrote it, whoever can push to the notes ref. A line once
+// added by a signed commit stays, even where a later commit removed it: a
+// record cannot be taken back by rewriting the note. Lines come in the
+// order they were added. Each call reads only the notes commits that are
+// new since the last.
+func (n *Notes) Signed(k *Keyring) (map[plumbing.Hash]string, error) {
+	if n.signed == nil || n.signed.k != k {
+		n.signed = &signedNotes{k: k, seen: map[plumbing.Hash]bool{}, lines: map[plumbing.Hash][]string{}, has: map[plumbing.Hash]map[string]bool{}}
+	}
+	sn := n.signed
+	s := n.m.repo.Storer
+	// The new commits of the notes history, parents first.
+	var todo []*object.Commit
+	stack := []plumbing.Hash{}
+	if tip := n.Tip(); !tip.IsZero() {
+		stack = append(stack, tip)
+	}
+	queued := map[plumbing.Hash]bool{}
+	for len(stack) > 0 {
+		h := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if sn.seen[h] || queued[h] {
+			continue
+		}
+		c, err := object.GetCommit(s, h)
+		if err != nil {
+			return nil, fmt.Errorf("read %s history: %w", n.ref, err)
+		}
+		queued[h] = true
+		todo = append(todo, c)
+		stack = append(stack, c.ParentHashes...)
+	}
+	v := &verifier{s: s, k: k}
+	for _, c := range parentsFirst(todo) {
+		sn.seen[c.Hash] = true
+		if c.PGPSignature == "" || v.signed(c) != nil {
+			continue
+		}
+		added, err := n.added(c)
+		if err != nil {
+			return nil, err
+		}
+		for commit, lines := range added {
+			if sn.has[commit] == nil {
+				sn.has[commit] = map[string]bool{}
+			}
+			for _, l := range lines {
+				if !sn.has[commit][l] {
+					sn.has[commit][l] = true
+					sn.lines[commit] = append(sn.lines[commit], l)
+				}
+			}
+		}
+	}
+	out := make(map[plumbing.Hash]string, len(sn.lines))
+	for commit, lines := range sn.lines {
+		out[commit] = strings.Join(lines, "\n") + "\n"
+	}
+	return out, nil
+}
+
+// added returns the lines notes commit c added to each note: lines of its
+// note that its parents' notes of the same commit lack. A commit with one
+// parent (every commit Append makes) is read by its diff alone.
+func (n *Notes) added(c *object.Commit) (map[plumbing.Hash][]string, error) {
+	s := n.m.repo.Storer
+	out := map[plumbing.Hash][]string{}
+	newLines := func(commit plumbing.Hash, text string, olds ...string) {
+		for _, l := range strings.Split(text, "\n") {
+			if strings.TrimSpace(l) == "" || slices.ContainsFunc(olds, func(o string) bool { return hasLine(o, l) }) {
+				continue
+			}
+			out[commit] = append(out[commit], l)
+		}
+	}
+	if len(c.ParentHashes) == 1 {
+		pc, err := object.GetCommit(s, c.ParentHashes[0])
+		if err != nil {
+			return nil, fmt.Errorf("read %s history: %w", n.ref, err)
+		}
+		from, err := pc.Tree()
+		if err != nil {
+			return nil, err
+		}
+		to, err := c.Tree()
+		if err != nil {
+			return nil, err
+		}
+		changes, err := object.DiffTree(from, to)
+		if err != nil {
+			return nil, fmt.Errorf("diff %s: %w", n.ref, err)
+		}
+		for _, ch := range changes {
+			name := strings.ReplaceAll(ch.To.Name, "/", "")
+			if len(name) != 40 || !isHex(name) || ch.To.TreeEntry.Hash.IsZero() {
+				continue
+			}
+			text, err := n.text(ch.To.TreeEntry.Hash)
+			if err != nil {
+				return nil, err
+			}
+			old := ""
+			if !ch.From.TreeEntry.Hash.IsZero() {
+				if old, err = n.text(ch.From.TreeEntry.Hash); err != nil {
+					return nil, err
+				}
+			}
+			newLines(plumbing.NewHash(name), text, old)
+		}
+		return out, nil
+	}
+	mine, err := allNotes(s, c.TreeHash, n.text)
+	if err != nil {
+		return nil, err
+	}
+	var parents []map[plumbing.Hash]string
+	for _, p := range c.ParentHashes {
+		pc, err := object.GetCommit(s, p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s history: %w", n.ref, err)
+		}
+		pn, err := allNotes(s, pc.TreeHash, n.text)
+		if err != nil {
+			return nil, err
+		}
+		parents = append(parents, pn)
+	}
+	for commit, text := range mine {
+		var olds []string
+		for _, pn := range parents {
+			olds = append(olds, pn[commit])
+		}
+		newLines(commit, text, olds...)
+	}
+	return out, nil
 }

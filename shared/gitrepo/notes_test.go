@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"driftless.dev/shared/gitrepo"
@@ -301,5 +302,55 @@ func TestMirrorPushIsFastForwardOnly(t *testing.T) {
 	tips, err := a.Fetch(ctx, gitrepo.BranchRef("promote/x"), gitrepo.BranchRef("nope"))
 	if err != nil || tips[gitrepo.BranchRef("promote/x")] != cb || len(tips) != 1 {
 		t.Fatalf("fetch: %v %v", tips, err)
+	}
+}
+
+// TestSignedNotesTrustOnlyTheirWriters: Signed keeps the lines a commit
+// signed by the keyring added, and only those: not a line an unsigned
+// writer or another key added, and a signed line stays when someone
+// removes it from the note.
+func TestSignedNotesTrustOnlyTheirWriters(t *testing.T) {
+	srv, url := seeded(t, nil)
+	cs := commitsOf(t, srv, 2)
+	ctx := t.Context()
+	trusted, other := newKey(t, "Sync"), newKey(t, "Other")
+	k := keyring(t, trusted)
+	write := func(key *openpgp.Entity, c plumbing.Hash, line string) {
+		t.Helper()
+		m, _ := gitrepo.OpenMirror("", url, gitrepo.Auth{})
+		opts := gitrepo.AppendOptions{Author: author, SignKey: key}
+		if _, err := m.Notes("driftless").Append(ctx, map[plumbing.Hash][]string{c: {line}}, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(trusted, cs[0], "healthy by the synchronizer")
+	write(trusted, cs[1], "applied by the synchronizer")
+	write(nil, cs[0], "forged: unsigned")
+	write(other, cs[1], "forged: another key")
+	// Someone removes the trusted line with git itself.
+	clone := cloneCLI(t, url)
+	gitCLI(t, clone, "notes", "--ref=driftless", "add", "-f", "-m", "forged: unsigned", cs[0].String())
+	gitCLI(t, clone, "push", "--quiet", "origin", "refs/notes/driftless")
+
+	reader, _ := gitrepo.OpenMirror("", url, gitrepo.Auth{})
+	n := reader.Notes("driftless")
+	if _, err := n.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := n.Signed(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[cs[0]] != "healthy by the synchronizer\n" || got[cs[1]] != "applied by the synchronizer\n" || len(got) != 2 {
+		t.Fatalf("signed lines: %q", got)
+	}
+	if all, _ := n.All(); strings.Contains(all[cs[0]], "healthy") || !strings.Contains(all[cs[1]], "forged") {
+		t.Fatalf("the notes as they are: %q", all)
+	}
+	// Read again after one more signed line: only the new commit is read.
+	write(trusted, cs[0], "degraded by the synchronizer")
+	n.Fetch(ctx)
+	if got, _ = n.Signed(k); got[cs[0]] != "healthy by the synchronizer\ndegraded by the synchronizer\n" {
+		t.Fatalf("after a new line: %q", got[cs[0]])
 	}
 }

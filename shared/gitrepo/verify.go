@@ -425,3 +425,25 @@ func markVerified(repo *git.Repository, h plumbing.Hash) error {
 	}
 	return nil
 }
+
+// ParseSigningKey reads an armored OpenPGP private key, decrypting it with
+// passphrase when it is encrypted.
+func ParseSigningKey(armored, passphrase []byte) (*openpgp.Entity, error) {
+	ents, err := openpgp.ReadArmoredKeyRing(strings.NewReader(string(armored)))
+	if err != nil || len(ents) == 0 {
+		return nil, errors.New("not an armored OpenPGP key")
+	}
+	e := ents[0]
+	if e.PrivateKey == nil {
+		return nil, errors.New("holds no private key")
+	}
+	if e.PrivateKey.Encrypted {
+		if len(passphrase) == 0 {
+			return nil, errors.New("the key is encrypted: give its passphrase")
+		}
+		if err := e.PrivateKey.Decrypt(passphrase); err != nil {
+			return nil, errors.New("wrong passphrase")
+		}
+	}
+	return e, nil
+}

@@ -52,6 +52,7 @@ type passConfig struct {
 	promotionTargets            []string
 	promotionMinSoak            time.Duration
 	revert, notes               string
+	recordKeyring               string
 }
 
 func (c *passConfig) flags(fs *pflag.FlagSet) {
@@ -87,6 +88,7 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.promotionMinSoak, "promotion-min-soak", 0, "the least soak time of every Promotion, whatever its document says")
 	fs.StringVar(&c.revert, "revert", string(promote.RevertBumps), "which head commit recorded degraded with a revert asked for (synchronizer --revert-on-failure) is reverted: bumps (the automator's own), all, or off")
 	fs.StringVar(&c.notes, "record-notes", records.DefaultNotes, "the notes ref deployment records are read from and written to: refs/notes/<name>")
+	fs.StringVar(&c.recordKeyring, "record-keyring", "", "armored OpenPGP public keyring file: only records that a notes commit signed by one of its keys added count for gates and reverts (the synchronizers' --record-signing-key)")
 	fs.StringVar(&c.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -241,9 +243,20 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 	if err != nil {
 		return nil, err
 	}
+	var recordKeyring *gitrepo.Keyring
+	if c.recordKeyring != "" {
+		b, err := os.ReadFile(c.recordKeyring)
+		if err != nil {
+			return nil, fmt.Errorf("--record-keyring: %w", err)
+		}
+		if recordKeyring, err = gitrepo.ParseKeyring(string(b)); err != nil {
+			return nil, fmt.Errorf("--record-keyring %s: %w", c.recordKeyring, err)
+		}
+	}
 	b.gates, err = promote.New(promote.Config{
 		Branch: c.branch, PolicyPath: c.policyPath, Notes: c.notes, Targets: c.promotionTargets, MinSoak: c.promotionMinSoak,
 		Revert: promote.Scope(c.revert), Author: cfg.Author, SignKey: cfg.SignKey, Keyring: cfg.Keyring, VerifyAnchor: cfg.VerifyAnchor,
+		RecordKeyring: recordKeyring,
 	}, mirror, log.Named("gates"))
 	if err != nil {
 		return nil, err

@@ -494,3 +494,37 @@ func TestUntrustedHeadIsNotRead(t *testing.T) {
 }
 
 func plumbingHash(s string) plumbing.Hash { return plumbing.NewHash(s) }
+
+// TestRecordKeyringIgnoresForgedRecords: with a record keyring, a healthy
+// record pushed by someone without the synchronizers' key does not count,
+// and a degraded record they signed cannot be erased by rewriting the note.
+func TestRecordKeyringIgnoresForgedRecords(t *testing.T) {
+	f := newFleet(t, fmt.Sprintf(gate, ""))
+	x := f.commit("dev", map[string]string{"apps/web/deploy.yaml": "image: web:1.1.0\n"}, "bump", "automator")
+	syncKey, syncRing := newKey(t)
+	f.record(x, records.Record{Time: t0, Event: records.Healthy, Cluster: "dev"}) // forged: unsigned
+	prod := f.head("prod")
+	r := f.runner(promote.Config{RecordKeyring: syncRing, Now: func() time.Time { return t0.Add(time.Hour) }})
+	if g := only(t, pass(t, r, false)); g.State != promote.Waiting || !strings.Contains(g.Reason, "dev: no record yet") || f.head("prod") != prod {
+		t.Fatalf("with a forged record only: %+v", g)
+	}
+	// The synchronizer's signed records: healthy, then degraded.
+	signed := func(recs ...records.Record) {
+		var lines []string
+		for _, rec := range recs {
+			lines = append(lines, rec.Format())
+		}
+		if _, err := f.notes.Append(t.Context(), map[plumbing.Hash][]string{plumbing.NewHash(x): lines}, gitrepo.AppendOptions{SignKey: syncKey}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signed(records.Record{Time: t0.Add(time.Second), Event: records.Healthy, Cluster: "dev"},
+		records.Record{Time: t0.Add(time.Minute), Event: records.Degraded, Cluster: "dev", Message: "failed"})
+	// Someone rewrites the note without the degraded line.
+	f.git("fetch", "--quiet", f.url, "+refs/notes/*:refs/notes/*")
+	f.git("notes", "--ref=driftless", "add", "-f", "-m", records.Record{Time: t0.Add(time.Second), Event: records.Healthy, Cluster: "dev"}.Format(), x)
+	f.git("push", "--quiet", f.url, "refs/notes/driftless")
+	if g := only(t, pass(t, r, false)); g.State != promote.Refused || g.RefusedFor != "degraded" || f.head("prod") != prod {
+		t.Fatalf("after the signed degraded record was erased from the note: %+v", g)
+	}
+}

@@ -63,6 +63,11 @@ type Config struct {
 	// to a target (see gitrepo.VerifyHistory).
 	Keyring      *gitrepo.Keyring
 	VerifyAnchor plumbing.Hash
+	// RecordKeyring, when set, makes only the records that a notes
+	// commit signed by one of its keys added count (the synchronizers'
+	// --record-signing-key): whoever else can push to the notes ref
+	// cannot forge a healthy record (see gitrepo.Notes.Signed).
+	RecordKeyring *gitrepo.Keyring
 	// Attempts bounds the fetch-decide-push rounds of a gate whose push
 	// is rejected because the branch moved. Default 5.
 	Attempts int
@@ -315,6 +320,9 @@ func (r *Runner) readLog() (*records.Log, error) {
 		return r.records, nil
 	}
 	all, err := r.notes.All()
+	if r.cfg.RecordKeyring != nil {
+		all, err = r.notes.Signed(r.cfg.RecordKeyring)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -87,6 +87,8 @@ func TestBuildOrderAndEmptyRender(t *testing.T) {
 // Record flags that cannot work are start-up errors naming the flag,
 // before anything is fetched or applied.
 func TestRecordFlagsAreChecked(t *testing.T) {
+	notAKey := filepath.Join(t.TempDir(), "key.asc")
+	os.WriteFile(notAKey, []byte("not a key"), 0o600)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -95,6 +97,8 @@ func TestRecordFlagsAreChecked(t *testing.T) {
 		{[]string{"--record", "--cluster-name", "Prod EU"}, `--cluster-name "Prod EU": want lower-case letters`},
 		{[]string{"--revert-on-failure", "--cluster-name", "dev"}, "--revert-on-failure needs --record"},
 		{[]string{"--record", "--cluster-name", "dev", "--record-notes", "a/b"}, `--record-notes "a/b"`},
+		{[]string{"--record-signing-key", "key.asc"}, "--record-signing-key needs --record"},
+		{[]string{"--record", "--cluster-name", "dev", "--record-signing-key", notAKey}, "--record-signing-key " + notAKey + ": not an armored OpenPGP key"},
 	} {
 		var out bytes.Buffer
 		args := append([]string{"run", "--repo-url", "http://127.0.0.1:1/x.git", "--once"}, c.args...)

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
@@ -16,8 +19,10 @@ import (
 
 // recordFlags turn on the deployment records (docs/records.md).
 type recordFlags struct {
-	record, revert bool
-	cluster, notes string
+	record, revert       bool
+	cluster, notes       string
+	signingKey, passFile string
+	key                  *openpgp.Entity // read by validate
 }
 
 func (f *recordFlags) flags(fs *pflag.FlagSet) {
@@ -25,6 +30,8 @@ func (f *recordFlags) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cluster, "cluster-name", "", "this cluster's name in the records and in Promotion documents (required with --record)")
 	fs.StringVar(&f.notes, "record-notes", records.DefaultNotes, "the notes ref records go to: refs/notes/<name>")
 	fs.BoolVar(&f.revert, "revert-on-failure", false, "ask, in the degraded record of a commit whose rollout failed, for the automator to revert it (needs --record)")
+	fs.StringVar(&f.signingKey, "record-signing-key", "", "armored OpenPGP private key file to sign the records' notes commits with (the automator's --record-keyring trusts only signed records)")
+	fs.StringVar(&f.passFile, "record-signing-passphrase-file", "", "file holding --record-signing-key's passphrase")
 }
 
 func (f *recordFlags) validate() error {
@@ -38,10 +45,35 @@ func (f *recordFlags) validate() error {
 	if f.revert && !f.record {
 		errs = append(errs, errors.New("--revert-on-failure needs --record: the revert is asked for in the record"))
 	}
+	if f.signingKey != "" && !f.record {
+		errs = append(errs, errors.New("--record-signing-key needs --record"))
+	}
 	if f.notes == "" || !records.ValidName(f.notes) {
 		errs = append(errs, fmt.Errorf("--record-notes %q: want a short name such as %q", f.notes, records.DefaultNotes))
 	}
+	if f.signingKey != "" && f.record {
+		if err := f.readKey(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+func (f *recordFlags) readKey() error {
+	armored, err := os.ReadFile(f.signingKey)
+	if err != nil {
+		return fmt.Errorf("--record-signing-key: %w", err)
+	}
+	var pass []byte
+	if f.passFile != "" {
+		if pass, err = os.ReadFile(f.passFile); err != nil {
+			return fmt.Errorf("--record-signing-passphrase-file: %w", err)
+		}
+	}
+	if f.key, err = gitrepo.ParseSigningKey(armored, bytes.TrimSpace(pass)); err != nil {
+		return fmt.Errorf("--record-signing-key %s: %w", f.signingKey, err)
+	}
+	return nil
 }
 
 // recorder returns the deployment recorder, or nil without --record. It
@@ -50,12 +82,14 @@ func (f *recordFlags) recorder(scfg source.Config, m *metrics.Metrics, log *zap.
 	if !f.record {
 		return nil, nil
 	}
+	cfg := recorder.Config{
+		Cluster: f.cluster, RevertOnFailure: f.revert,
+		Author: gitrepo.Signature{Name: "Driftless Synchronizer (" + f.cluster + ")", Email: "synchronizer@driftless.dev"},
+	}
+	cfg.SignKey = f.key
 	mirror, err := gitrepo.OpenMirror("", scfg.URL, scfg.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("--record: %w", err)
 	}
-	return recorder.New(recorder.Config{
-		Cluster: f.cluster, RevertOnFailure: f.revert,
-		Author: gitrepo.Signature{Name: "Driftless Synchronizer (" + f.cluster + ")", Email: "synchronizer@driftless.dev"},
-	}, mirror.Notes(f.notes), m, log)
+	return recorder.New(cfg, mirror.Notes(f.notes), m, log)
 }
