@@ -47,7 +47,7 @@ type recordsSetup struct {
 	notify []string // listen addresses told of pushes
 }
 
-func newRecordsSetup(t *testing.T, clusters ...string) *recordsSetup {
+func newRecordsSetup(t testing.TB, clusters ...string) *recordsSetup {
 	t.Helper()
 	s := &recordsSetup{dir: t.TempDir(), clusters: map[string]*testenv.Cluster{}}
 	s.git = testenv.NewGitServer(t, testenv.GitServerOptions{Auth: &testenv.BasicAuth{Username: recGitUser, Password: recGitToken}})
@@ -84,7 +84,7 @@ func (s *recordsSetup) pushed() {
 	}
 }
 
-func (s *recordsSetup) listen(t *testing.T) string {
+func (s *recordsSetup) listen(t testing.TB) string {
 	l := freeAddr(t)
 	s.mu.Lock()
 	s.notify = append(s.notify, l)
@@ -94,7 +94,7 @@ func (s *recordsSetup) listen(t *testing.T) string {
 
 // synchronizer runs the synchronizer of cluster c, following the branch
 // of its name, recording as c.
-func (s *recordsSetup) synchronizer(t *testing.T, c, branch string, extra ...string) (*proc, string) {
+func (s *recordsSetup) synchronizer(t testing.TB, c, branch string, extra ...string) (*proc, string) {
 	t.Helper()
 	l := s.listen(t)
 	p := start(t, "synchronizer", append([]string{"run",
@@ -108,7 +108,7 @@ func (s *recordsSetup) synchronizer(t *testing.T, c, branch string, extra ...str
 }
 
 // automator runs an automator following branch, with its gates.
-func (s *recordsSetup) automator(t *testing.T, branch string, extra ...string) (*proc, string) {
+func (s *recordsSetup) automator(t testing.TB, branch string, extra ...string) (*proc, string) {
 	t.Helper()
 	l := s.listen(t)
 	p := start(t, "automator", append([]string{"run",
@@ -121,7 +121,7 @@ func (s *recordsSetup) automator(t *testing.T, branch string, extra ...string) (
 	return p, l
 }
 
-func (s *recordsSetup) head(t *testing.T, branch string) string {
+func (s *recordsSetup) head(t testing.TB, branch string) string {
 	t.Helper()
 	h, err := s.git.Head(t.Context(), "fleet", branch)
 	if err != nil {
@@ -131,7 +131,7 @@ func (s *recordsSetup) head(t *testing.T, branch string) string {
 }
 
 // note is the deployment records of commit, as git itself shows them.
-func (s *recordsSetup) note(t *testing.T, commit string) []records.Record {
+func (s *recordsSetup) note(t testing.TB, commit string) []records.Record {
 	t.Helper()
 	out, err := s.git.Git(t.Context(), "fleet", "log", "--notes=driftless", "--format=%N", "-1", commit)
 	if err != nil {
@@ -143,7 +143,7 @@ func (s *recordsSetup) note(t *testing.T, commit string) []records.Record {
 
 // find is the first record of commit's note with event (from cluster,
 // when not empty).
-func (s *recordsSetup) find(t *testing.T, commit string, event records.Event, cluster string) (records.Record, bool) {
+func (s *recordsSetup) find(t testing.TB, commit string, event records.Event, cluster string) (records.Record, bool) {
 	for _, r := range s.note(t, commit) {
 		if r.Event == event && (cluster == "" || r.Cluster == cluster) {
 			return r, true
@@ -153,7 +153,7 @@ func (s *recordsSetup) find(t *testing.T, commit string, event records.Event, cl
 }
 
 // commit writes files on branch with the real git, as a person would.
-func (s *recordsSetup) commit(t *testing.T, branch, message string, files map[string]string) string {
+func (s *recordsSetup) commit(t testing.TB, branch, message string, files map[string]string) string {
 	t.Helper()
 	work := filepath.Join(t.TempDir(), "work")
 	url := strings.Replace(s.git.RepoURL("fleet"), "http://", "http://"+recGitUser+":"+recGitToken+"@", 1)
@@ -168,7 +168,7 @@ func (s *recordsSetup) commit(t *testing.T, branch, message string, files map[st
 	return gitRun(t, work, "rev-parse", "HEAD")
 }
 
-func gitRun(t *testing.T, dir string, args ...string) string {
+func gitRun(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "git", args...)
 	cmd.Dir = dir
@@ -196,7 +196,7 @@ func logLines(p *proc, msg string) []map[string]any {
 }
 
 // rolledOut reports whether web in cluster runs image on every replica.
-func rolledOut(t *testing.T, c *testenv.Cluster, image string) bool {
+func rolledOut(t testing.TB, c *testenv.Cluster, image string) bool {
 	d, err := kubernetes.NewForConfigOrDie(c.Config).AppsV1().Deployments("web").Get(t.Context(), "web", metav1.GetOptions{})
 	if err != nil {
 		return false
@@ -378,7 +378,7 @@ func TestRecordsAndGatedPromotion(t *testing.T) {
 // denyTag installs a ValidatingAdmissionPolicy that refuses Pods of image
 // tag in namespace web (as a cluster's CVE gate would), and waits until
 // it is in force.
-func denyTag(t *testing.T, c *testenv.Cluster, tag string) {
+func denyTag(t testing.TB, c *testenv.Cluster, tag string) {
 	t.Helper()
 	dyn := dynamic.NewForConfigOrDie(c.Config)
 	policy := `apiVersion: admissionregistration.k8s.io/v1
@@ -551,7 +551,7 @@ func deploymentCondition(d *appsv1.Deployment, typ appsv1.DeploymentConditionTyp
 	return nil
 }
 
-func commitsWithSubject(t *testing.T, s *recordsSetup, subject string) int {
+func commitsWithSubject(t testing.TB, s *recordsSetup, subject string) int {
 	t.Helper()
 	out, _ := s.git.Git(t.Context(), "fleet", "log", "--format=%s", "main")
 	n := 0

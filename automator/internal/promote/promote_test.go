@@ -39,7 +39,7 @@ spec:
 // branch, written with the real git as people (and the synchronizers'
 // records) would.
 type fleet struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *testenv.GitServer
 	url  string
 	work string
@@ -47,7 +47,7 @@ type fleet struct {
 	notes *gitrepo.Notes
 }
 
-func newFleet(t *testing.T, promotion string) *fleet {
+func newFleet(t testing.TB, promotion string) *fleet {
 	t.Helper()
 	f := &fleet{t: t, srv: testenv.NewGitServer(t, testenv.GitServerOptions{})}
 	var err error
@@ -76,7 +76,7 @@ func (f *fleet) git(args ...string) string {
 	return runGit(f.t, f.work, nil, args...)
 }
 
-func runGit(t *testing.T, dir string, env []string, args ...string) string {
+func runGit(t testing.TB, dir string, env []string, args ...string) string {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), "git", args...)
 	cmd.Dir = dir
@@ -174,7 +174,7 @@ func (f *fleet) runner(cfg promote.Config) *promote.Runner {
 	return r
 }
 
-func pass(t *testing.T, r *promote.Runner, dryRun bool) promote.Result {
+func pass(t testing.TB, r *promote.Runner, dryRun bool) promote.Result {
 	t.Helper()
 	res, err := r.Pass(t.Context(), dryRun)
 	if err != nil {
@@ -183,7 +183,7 @@ func pass(t *testing.T, r *promote.Runner, dryRun bool) promote.Result {
 	return res
 }
 
-func only(t *testing.T, res promote.Result) promote.Gate {
+func only(t testing.TB, res promote.Result) promote.Gate {
 	t.Helper()
 	if res.DocErrs != nil || len(res.Gates) != 1 {
 		t.Fatalf("gates %+v, document errors %v", res.Gates, res.DocErrs)
