@@ -362,7 +362,7 @@ func (f *Fleet) StartSynchronizer(ctx context.Context, c string) error {
 // StartSynchronizerReplica runs one synchronizer replica of cluster c.
 func (f *Fleet) StartSynchronizerReplica(ctx context.Context, c, name, listen string) error {
 	_, err := f.start(name, f.opts.Synchronizer, append([]string{"run",
-		"--repo-url", f.Git.RepoURL(Repo), "--branch", c, "--path", "clusters/"+c,
+		"--repo-url", f.Git.RepoURL(Repo), "--branch", c, "--path", "clusters/" + c,
 		"--git-username", gitUser, "--git-password-file", filepath.Join(f.opts.Dir, "git-token"),
 		"--checkout-dir", filepath.Join(f.opts.Dir, name+"-checkout"),
 		"--kubeconfig", f.Kubeconfigs[c+"/driftless-synchronizer"],
