@@ -151,7 +151,11 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + c.path("pki/sa.pub"), "--service-account-signing-key-file=" + c.path("pki/sa.key"),
 		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true",
-		"--profiling=false", "--v=1"}
+		"--profiling=false", "--v=1",
+		// kubectl logs and exec on a real node: the kubelet is reached at
+		// its IP, with the administrator's certificate.
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate=" + c.path("pki/admin.crt"), "--kubelet-client-key=" + c.path("pki/admin.key")}
 	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)
 	if err != nil {
 		return nil, err

@@ -141,6 +141,10 @@ func (n *Node) setupNetwork(ctx context.Context) error {
 		{"ip", "-n", n.netns, "addr", "add", n.IP + "/24", "dev", "eth0"},
 		{"ip", "-n", n.netns, "link", "set", "eth0", "up"},
 		{"ip", "-n", n.netns, "route", "add", "10.250.0.0/16", "via", n.HostIP},
+		// Service IPs need a route for a process on the node to connect at
+		// all; kube-proxy's rules rewrite them to Pod IPs before they leave,
+		// and the host would drop (never forward) any that were not.
+		{"ip", "-n", n.netns, "route", "add", serviceRange, "via", n.HostIP},
 		{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", n.hostVeth()},
 		{"ip", "netns", "exec", n.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
 		{"ip", "netns", "exec", n.netns, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"},
@@ -175,6 +179,9 @@ func (n *Node) start(ctx context.Context, c *Cluster, binDir string) error {
 		return fmt.Errorf("real node: %w", err)
 	}
 	if err := n.writeConfig(c); err != nil {
+		return err
+	}
+	if err := n.makeCgroupRoot(); err != nil {
 		return err
 	}
 	containerd, err := n.run("containerd", "containerd", "--config", n.path("containerd/config.toml"))
@@ -240,6 +247,34 @@ func (n *Node) run(name, bin string, args ...string) (*process, error) {
 	n.procs = append(n.procs, p)
 	n.mu.Unlock()
 	return p, nil
+}
+
+// makeCgroupRoot creates the node's cgroup in every hierarchy, which the
+// kubelet requires to exist; a new cpuset starts with no CPUs and no
+// memory nodes, so they are copied from the root.
+func (n *Node) makeCgroupRoot() error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, root := range roots {
+		if st, err := os.Stat(root); err != nil || !st.IsDir() {
+			continue
+		}
+		dir := root + n.cgroupRoot()
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return &ComponentError{Component: "real node", Err: fmt.Errorf("make cgroup %s: %w", dir, err)}
+		}
+		if filepath.Base(root) == "cpuset" {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				b, err := os.ReadFile(filepath.Join(root, f))
+				if err != nil {
+					return fmt.Errorf("real node: %w", err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					return fmt.Errorf("real node: %w", err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // writeConfig writes containerd's, the CNI network's and the kubelet's
@@ -463,8 +498,9 @@ func (n *Node) Stop() {
 			}
 		}
 		cleanupNodeSlot(n.slot, n.Dir)
+		// containerd's state is thrown away: no need to wait for a clean exit.
 		for _, p := range procs {
-			p.stop(10 * time.Second)
+			p.stop(time.Second)
 		}
 		cleanupNodeSlot(n.slot, n.Dir)
 		if n.lock != nil {

@@ -50,6 +50,9 @@ type RegistryOptions struct {
 	NotifyHeaders map[string]string
 	// Port fixes the listening port. Default: a free one.
 	Port int
+	// Address is the IP to listen on. Default 127.0.0.1; a real node's
+	// HostIP makes the registry reachable from its Pods and its containerd.
+	Address string
 	// ReadyTimeout bounds the wait for the registry. Default 30s.
 	ReadyTimeout time.Duration
 }
@@ -104,7 +107,10 @@ func StartRegistry(ctx context.Context, opts RegistryOptions) (_ *Registry, err 
 		port = ps[0]
 	}
 	r.Host = hostPort(port)
-	if opts.TLS {
+	if opts.Address != "" {
+		r.Host = net.JoinHostPort(opts.Address, strconv.Itoa(port))
+	}
+	if opts.TLS && opts.Address == "" {
 		// go-containerregistry assumes plain HTTP for 127.0.0.1 and rejects
 		// https pagination links there; any other loopback address is
 		// treated as the TLS registry it is.
