@@ -17,8 +17,10 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -123,6 +125,93 @@ func TestPairInPods(t *testing.T) {
 	// Nothing lost: the next tag goes through the new leaders, once.
 	p.walk("1.2.0")
 	p.checkMemory()
+}
+
+// TestTenantSynchronizerOutsideItsNamespace: manifests/overlays/tenant runs
+// the tenant's synchronizer as a Pod in driftless-tenants, applying the
+// tenant's repository to tenant-a. A tenant's commit that edits the
+// Deployment running its synchronizer is refused and changes nothing; the
+// synchronizer's ServiceAccount can neither patch that Deployment nor read
+// the Secret holding its Git token, and that Secret is not in tenant-a
+// where the tenant's Pods could mount it. (With the synchronizer inside
+// tenant-a, as the overlay had it, all four were possible.)
+func TestTenantSynchronizerOutsideItsNamespace(t *testing.T) {
+	p := startPair(t)
+	ctx := t.Context()
+	src := writeTree(t, map[string]string{"deploy/app.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {v: \"1\"}\n"})
+	good, err := p.git.Seed(ctx, "tenant-a", "main", src, "The tenant's application")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	p.installTenant()
+	p.until(3*time.Minute, "the tenant synchronizer to apply main@"+good, func() bool {
+		cm, err := p.cs.CoreV1().ConfigMaps("tenant-a").Get(ctx, "driftless", metav1.GetOptions{})
+		return err == nil && cm.Data["lastAppliedRevision"] == "main@sha1:"+good
+	})
+	t.Logf("TIMING kubectl apply of the tenant overlay → the tenant's repository applied by its Pod: %s", since(t0))
+	if _, err := p.cs.CoreV1().ConfigMaps("tenant-a").Get(ctx, "app", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the tenant's ConfigMap: %v", err)
+	}
+
+	// Where it really runs: the Deployment of its Pod.
+	pods := p.podsIn("driftless-tenants", "app.kubernetes.io/name=driftless-synchronizer,driftless.dev/tenant=tenant-a")
+	if len(pods) == 0 {
+		t.Fatal("no tenant synchronizer Pod in driftless-tenants")
+	}
+	runNS, sa := pods[0].Namespace, pods[0].Spec.ServiceAccountName
+	deploy := "driftless-synchronizer-tenant-a"
+	before, err := p.cs.AppsV1().Deployments(runNS).Get(ctx, deploy, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretName := ""
+	for _, v := range before.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			secretName = v.Secret.SecretName
+		}
+	}
+
+	// The tenant commits an edit of its own synchronizer: refused, nothing changed.
+	bad, err := p.commitTo("tenant-a", "main", map[string]string{"deploy/takeover.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: " + deploy +
+		", namespace: " + runNS + "}\nspec:\n  replicas: 5\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.until(time.Minute, "the tenant's takeover commit refused", func() bool {
+		cm, err := p.cs.CoreV1().ConfigMaps("tenant-a").Get(ctx, "driftless", metav1.GetOptions{})
+		return err == nil && cm.Data["revision"] == "main@sha1:"+bad && cm.Data["phase"] != "Ready" &&
+			strings.Contains(cm.Data["message"], runNS) && cm.Data["lastAppliedRevision"] == "main@sha1:"+good
+	})
+	after, err := p.cs.AppsV1().Deployments(runNS).Get(ctx, deploy, metav1.GetOptions{})
+	if err != nil || after.Generation != before.Generation || *after.Spec.Replicas != *before.Spec.Replicas {
+		t.Fatalf("the synchronizer's own Deployment changed: generation %d → %d (%v)", before.Generation, after.Generation, err)
+	}
+
+	// Its ServiceAccount reaches neither its Deployment nor its token (and
+	// does reach the tenant's Deployments: the review itself works).
+	user := "system:serviceaccount:" + runNS + ":" + sa
+	for _, attr := range []authorizationv1.ResourceAttributes{
+		{Namespace: runNS, Verb: "patch", Group: "apps", Resource: "deployments", Name: deploy},
+		{Namespace: runNS, Verb: "get", Resource: "secrets", Name: secretName},
+		{Namespace: "tenant-a", Verb: "patch", Group: "apps", Resource: "deployments", Name: "web"},
+	} {
+		r, err := p.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + runNS}, ResourceAttributes: &attr,
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := attr.Namespace == "tenant-a"; r.Status.Allowed != want {
+			t.Errorf("%s may %s %s %s/%s: %v, want %v", user, attr.Verb, attr.Resource, attr.Namespace, attr.Name, r.Status.Allowed, want)
+		}
+	}
+	if runNS == "tenant-a" {
+		t.Fatalf("the tenant's synchronizer runs in the namespace it applies to")
+	}
+	if _, err := p.cs.CoreV1().Secrets("tenant-a").Get(ctx, secretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the Git token Secret %s is in tenant-a, where the tenant's Pods can mount it (%v)", secretName, err)
+	}
 }
 
 func startPair(t *testing.T) *pair {
@@ -263,16 +352,98 @@ spec:
 			t.Fatal(err)
 		}
 	}
-	secrets := filepath.Join(p.dir, "secrets")
-	os.MkdirAll(secrets, 0o700)
-	os.WriteFile(filepath.Join(secrets, "token"), []byte(podsGitToken), 0o600)
-	os.WriteFile(filepath.Join(secrets, "webhook-secret"), []byte(podsHookSecret), 0o600)
+	secrets := p.secretFiles()
 	p.run("create", "namespace", "driftless-system")
 	for _, s := range []string{"driftless-automator", "driftless-synchronizer"} {
 		p.run("-n", "driftless-system", "create", "secret", "generic", s,
 			"--from-file=token="+filepath.Join(secrets, "token"), "--from-file=webhook-secret="+filepath.Join(secrets, "webhook-secret"))
 	}
 	p.run("apply", "--server-side", "-k", overlayDir)
+}
+
+// installTenant applies the release kustomization of overlays/tenant, with
+// the tenant repository, a short poll interval and the Pods on the real node.
+func (p *pair) installTenant() {
+	t := p.t
+	dir := filepath.Join(p.dir, "install-tenant")
+	rel, _ := filepath.Rel(dir, filepath.Join(p.dir, "release", "tenant"))
+	files := map[string]string{
+		"kustomization.yaml": "resources: [" + rel + "]\npatches:\n  - path: settings.yaml\n",
+		"settings.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: driftless-synchronizer-tenant-a, namespace: driftless-tenants}
+spec:
+  template:
+    spec:
+      nodeSelector: {kubernetes.io/hostname: ` + testenv.RealNodeName + `}
+      tolerations: [{key: ` + testenv.RealNodeTaint + `, operator: Exists, effect: NoSchedule}]
+      containers:
+        - name: synchronizer
+          env:
+            - {name: DRIFTLESS_REPO_URL, value: "` + p.git.RepoURL("tenant-a") + `"}
+            - {name: DRIFTLESS_GIT_USERNAME, value: ` + podsGitUser + `}
+            - {name: DRIFTLESS_INTERVAL, value: 1s}
+`,
+	}
+	os.MkdirAll(dir, 0o755)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secrets := p.secretFiles()
+	p.run("create", "namespace", "driftless-tenants")
+	p.run("-n", "driftless-tenants", "create", "secret", "generic", "driftless-synchronizer-tenant-a",
+		"--from-file=token="+filepath.Join(secrets, "token"), "--from-file=webhook-secret="+filepath.Join(secrets, "webhook-secret"))
+	p.run("apply", "--server-side", "-k", dir)
+}
+
+func (p *pair) secretFiles() string {
+	secrets := filepath.Join(p.dir, "secrets")
+	os.MkdirAll(secrets, 0o700)
+	os.WriteFile(filepath.Join(secrets, "token"), []byte(podsGitToken), 0o600)
+	os.WriteFile(filepath.Join(secrets, "webhook-secret"), []byte(podsHookSecret), 0o600)
+	return secrets
+}
+
+func (p *pair) podsIn(ns, selector string) []corev1.Pod {
+	l, err := p.cs.CoreV1().Pods(ns).List(p.t.Context(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return l.Items
+}
+
+// commitTo writes files on branch of repo with git itself, as a person would.
+func (p *pair) commitTo(repo, branch string, files map[string]string) (string, error) {
+	ctx := p.t.Context()
+	work := p.t.TempDir()
+	url := strings.Replace(p.git.RepoURL(repo), "http://", "http://"+podsGitUser+":"+podsGitToken+"@", 1)
+	git := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=Tenant", "GIT_AUTHOR_EMAIL=tenant@example.com", "GIT_COMMITTER_NAME=Tenant", "GIT_COMMITTER_EMAIL=tenant@example.com")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("git %s: %s", args[0], strings.ReplaceAll(string(out), podsGitToken, "***"))
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	if _, err := git("clone", "--quiet", "--branch", branch, url, "."); err != nil {
+		return "", err
+	}
+	for rel, body := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(work, rel)), 0o755)
+		if err := os.WriteFile(filepath.Join(work, rel), []byte(body), 0o644); err != nil {
+			return "", err
+		}
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"commit", "--quiet", "-m", "tenant change"}, {"push", "--quiet", "origin", branch}} {
+		if _, err := git(args...); err != nil {
+			return "", err
+		}
+	}
+	return git("rev-parse", "HEAD")
 }
 
 func (p *pair) run(args ...string) string {
@@ -551,11 +722,15 @@ func (p *pair) dumpOnFailure() {
 		}
 	}
 	if p.git != nil {
-		out, _ := p.git.Git(ctx, fleet.Repo, "log", "--oneline", "--decorate", "--all", "-n", "20")
-		fmt.Fprintf(&b, "--- branch heads ---\n%s\n", out)
+		for _, repo := range []string{fleet.Repo, "tenant-a"} {
+			out, _ := p.git.Git(ctx, repo, "log", "--oneline", "--decorate", "--all", "-n", "20")
+			fmt.Fprintf(&b, "--- branch heads of %s ---\n%s\n", repo, out)
+		}
 	}
-	if cm, err := p.cs.CoreV1().ConfigMaps("driftless-system").Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
-		fmt.Fprintf(&b, "--- synchronizer status ---\n%v\n", cm.Data)
+	for _, ns := range []string{"driftless-system", "tenant-a"} {
+		if cm, err := p.cs.CoreV1().ConfigMaps(ns).Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
+			fmt.Fprintf(&b, "--- synchronizer status in %s ---\n%v\n", ns, cm.Data)
+		}
 	}
 	p.t.Logf("what the Pods did:\n%s", b.String())
 }
