@@ -131,19 +131,20 @@ release: build ## REGISTRY=<registry>/<path>: push the images and write bin/rele
 
 ## ---- a test environment for a person
 
-env-up: tools ## start a cluster, a registry and a Git server in the background and print how to reach them
+env-up: tools ## start a cluster, a registry and a Git server in the background and print how to reach them (ENV_FLAGS=--real-node adds a real node)
 	@if [ -f $(ENV_DIR)/pid ] && kill -0 $$(cat $(ENV_DIR)/pid) 2>/dev/null; then \
 	  echo "already running:"; cat $(ENV_DIR)/env.sh; exit 0; fi
 	@rm -rf $(ENV_DIR) && mkdir -p $(ENV_DIR)
 	@cd shared && $(GO_ALONE) go build -o $(TOOLS_BIN)/driftless-testenv ./cmd/testenv
-	@nohup $(TOOLS_BIN)/driftless-testenv up --dir $(ENV_DIR) --bin-dir $(TOOLS_BIN) > $(ENV_DIR)/testenv.log 2>&1 & echo $$! > $(ENV_DIR)/pid
+	@nohup $(TOOLS_BIN)/driftless-testenv up --dir $(ENV_DIR) --bin-dir $(TOOLS_BIN) $(ENV_FLAGS) > $(ENV_DIR)/testenv.log 2>&1 & echo $$! > $(ENV_DIR)/pid
 	@$(TOOLS_BIN)/driftless-testenv wait --dir $(ENV_DIR)
 
-env-down: ## stop the environment env-up started and remove its files
+env-down: ## stop the environment env-up started and remove its files (and what killed real nodes left: containers, mounts, bridges, iptables rules)
 	@if [ -f $(ENV_DIR)/pid ]; then \
 	  pid=$$(cat $(ENV_DIR)/pid); kill $$pid 2>/dev/null || true; \
 	  for i in $$(seq 1 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
 	  kill -9 $$pid 2>/dev/null || true; fi
+	@if [ -x $(TOOLS_BIN)/driftless-testenv ]; then $(TOOLS_BIN)/driftless-testenv cleanup; fi
 	@rm -rf $(ENV_DIR)
 	@echo "environment stopped"
 
