@@ -116,8 +116,8 @@ bench: tools ## run the benchmarks
 
 images: ## build both images (static, amd64 + arm64, reproducible) into bin/images; REGISTRY=<registry>/<path> also pushes them and prints the digests
 	@mkdir -p $(BIN)
-	@cd automator && $(GO_ALONE) go build -o $(BIN)/images ./cmd/images
-	$(BIN)/images --root $(ROOT) --out $(IMAGES_DIR) --version $(VERSION) --revision $(REVISION) --created $(CREATED) \
+	@cd automator && $(GO_ALONE) go build -o $(BIN)/driftless-images ./cmd/images
+	$(BIN)/driftless-images --root $(ROOT) --out $(IMAGES_DIR) --version $(VERSION) --revision $(REVISION) --created $(CREATED) \
 	  --platforms $(PLATFORMS) $(if $(REGISTRY),--registry $(REGISTRY)) $(IMAGES_FLAGS)
 
 release: build ## REGISTRY=<registry>/<path>: push the images and write bin/release/<overlay>/install.yaml with them pinned by digest
