@@ -31,7 +31,7 @@ REGISTRY     ?=
 PLATFORMS    ?= linux/amd64,linux/arm64
 IMAGES_DIR   := $(BIN)/images
 RELEASE_DIR  := $(BIN)/release
-OVERLAYS     := dev prod tenant
+OVERLAYS     := dev prod tenant eks
 
 .PHONY: help tools packages build test e2e lint bench env-up env-down demo demo-down clean images release
 

@@ -44,8 +44,11 @@ var programs = []string{"automator", "synchronizer"}
 // kustomizations replace it.
 func upstream(program string) string { return "ghcr.io/driftless-dev/" + program }
 
-// overlays get one release kustomization each.
-var overlays = []string{"dev", "prod", "tenant"}
+// overlays get one release kustomization each: its name, and its folder
+// under manifests/.
+var overlays = []struct{ name, path string }{
+	{"dev", "overlays/dev"}, {"prod", "overlays/prod"}, {"tenant", "overlays/tenant"}, {"eks", "examples/eks"},
+}
 
 type config struct {
 	root, out, registry, release, caBundle string
@@ -264,28 +267,30 @@ func layerSizes(idx v1.ImageIndex) (string, error) {
 // writeRelease writes one kustomization per overlay that pins the pushed
 // images by digest; `make release` renders each to install.yaml.
 func writeRelease(c config, all []built, stdout io.Writer) error {
+	var names []string
 	for _, o := range overlays {
-		dir := filepath.Join(c.release, o)
+		names = append(names, o.name)
+		dir := filepath.Join(c.release, o.name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 		absDir, _ := filepath.Abs(dir)
-		absOverlay, _ := filepath.Abs(filepath.Join(c.root, "manifests", "overlays", o))
+		absOverlay, _ := filepath.Abs(filepath.Join(c.root, "manifests", o.path))
 		rel, err := filepath.Rel(absDir, absOverlay)
 		if err != nil {
-			return fmt.Errorf("release %s: %w", o, err)
+			return fmt.Errorf("release %s: %w", o.name, err)
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "# manifests/overlays/%s with the images of version %s pinned by digest (written by make release).\n", o, c.version)
+		fmt.Fprintf(&b, "# manifests/%s with the images of version %s pinned by digest (written by make release).\n", o.path, c.version)
 		fmt.Fprintf(&b, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\nimages:\n", filepath.ToSlash(rel))
 		for _, bi := range all {
 			repo, _, _ := strings.Cut(bi.pushed, "@")
 			fmt.Fprintf(&b, "  - name: %s\n    newName: %s\n    digest: %s\n", upstream(bi.program), repo, bi.digest)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644); err != nil {
-			return fmt.Errorf("release %s: %w", o, err)
+			return fmt.Errorf("release %s: %w", o.name, err)
 		}
 	}
-	fmt.Fprintf(stdout, "release kustomizations: %s/{%s}\n", c.release, strings.Join(overlays, ","))
+	fmt.Fprintf(stdout, "release kustomizations: %s/{%s}\n", c.release, strings.Join(names, ","))
 	return nil
 }
