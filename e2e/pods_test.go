@@ -54,6 +54,9 @@ type pair struct {
 	git     *testenv.GitServer
 	kubectl string
 	dir     string
+	// prod is the prod cluster, when the test has one: the same registry
+	// and Git server, its own real node.
+	prod *pair
 }
 
 // TestPairInPods: the images built from this tree run as the manifests'
@@ -64,7 +67,7 @@ type pair struct {
 // Lease duration with nothing lost or committed twice; memory stays under
 // the limits.
 func TestPairInPods(t *testing.T) {
-	p := startPair(t)
+	p := startPair(t, true)
 	ctx := t.Context()
 
 	// Installed as the README says: namespace and Secrets, then the release YAML.
@@ -75,7 +78,7 @@ func TestPairInPods(t *testing.T) {
 	p.checkPods()
 
 	head := p.head("dev")
-	p.waitApplied(head, 2*time.Minute)
+	p.waitApplied("dev", head, 2*time.Minute)
 	p.waitWeb("1.0.0", 2*time.Minute)
 	t.Logf("TIMING kubectl apply → the synchronizer Pod applied dev and web rolled out: %s", since(t0))
 
@@ -125,6 +128,29 @@ func TestPairInPods(t *testing.T) {
 	// Nothing lost: the next tag goes through the new leaders, once.
 	p.walk("1.2.0")
 	p.checkMemory()
+
+	// The prod cluster, from the release of overlays/prod: its synchronizer
+	// follows prod (the automator stands down there), and a merge of dev
+	// into prod rolls 1.2.0 out.
+	prod := p.prod
+	t0 = time.Now()
+	prod.install("prod")
+	prod.waitAvailable(map[string]int32{"driftless-automator": 0, "driftless-synchronizer": 2}, 3*time.Minute)
+	t.Logf("TIMING kubectl apply of overlays/prod → the synchronizer Deployment Available (2/2): %s", since(t0))
+	prod.checkPods()
+	prod.waitApplied("prod", p.head("prod"), 2*time.Minute)
+	prod.waitWeb("1.0.0", 2*time.Minute)
+	t0 = time.Now()
+	merge, err := p.promote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod.waitApplied("prod", merge, time.Minute)
+	prod.waitWeb("1.2.0", time.Minute)
+	t.Logf("TIMING dev merged into prod → applied by the prod synchronizer Pod and rolled out: %s", since(t0))
+	if got := p.head("dev"); got == merge {
+		t.Fatalf("the merge landed on dev")
+	}
 }
 
 // TestTenantSynchronizerOutsideItsNamespace: manifests/overlays/tenant runs
@@ -136,7 +162,7 @@ func TestPairInPods(t *testing.T) {
 // where the tenant's Pods could mount it. (With the synchronizer inside
 // tenant-a, as the overlay had it, all four were possible.)
 func TestTenantSynchronizerOutsideItsNamespace(t *testing.T) {
-	p := startPair(t)
+	p := startPair(t, false)
 	ctx := t.Context()
 	src := writeTree(t, map[string]string{"deploy/app.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {v: \"1\"}\n"})
 	good, err := p.git.Seed(ctx, "tenant-a", "main", src, "The tenant's application")
@@ -214,7 +240,7 @@ func TestTenantSynchronizerOutsideItsNamespace(t *testing.T) {
 	}
 }
 
-func startPair(t *testing.T) *pair {
+func startPair(t *testing.T, withProd bool) *pair {
 	t.Helper()
 	bin, err := testenv.FindBinDir()
 	if err != nil {
@@ -235,8 +261,22 @@ func startPair(t *testing.T) *pair {
 		t.Fatal(err)
 	}
 	p.git = testenv.NewGitServer(t, testenv.GitServerOptions{Address: p.node.HostIP, Auth: &testenv.BasicAuth{Username: podsGitUser, Password: podsGitToken}})
-	p.git.OnPush = func(string) { p.notifySynchronizer("dev") }
-	t.Logf("TIMING cluster with a real node, registry and Git server: %s", since(t0))
+	if withProd {
+		// Its node reaches the registry and the Git server through the host.
+		prod := testenv.NewCluster(t, testenv.ClusterOptions{RealNode: true, Nodes: 1})
+		p.prod = &pair{t: t, cluster: prod, node: prod.Node, cs: kubernetes.NewForConfigOrDie(prod.Config), reg: p.reg, git: p.git, kubectl: p.kubectl, dir: p.dir}
+		t.Cleanup(p.prod.dumpOnFailure)
+		if err := p.prod.node.TrustRegistry(p.reg.Host); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.git.OnPush = func(string) {
+		go p.notifySynchronizer(p.node.IP, "dev")
+		if p.prod != nil {
+			go p.notifySynchronizer(p.prod.node.IP, "prod")
+		}
+	}
+	t.Logf("TIMING clusters with a real node, registry and Git server: %s", since(t0))
 
 	t0 = time.Now()
 	p.buildImages()
@@ -285,9 +325,13 @@ func (p *pair) seed() {
 		"apps/web/namespace.yaml":     "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n",
 		"apps/web/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n" +
 			"  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: " + img + ":1.0.0 # {\"$imagepolicy\": \"web:web\"}\n",
-		"clusters/dev/kustomization.yaml": "resources: [../../apps/web]\n",
+		"clusters/dev/kustomization.yaml":  "resources: [../../apps/web]\n",
+		"clusters/prod/kustomization.yaml": "resources: [../../apps/web]\n",
 	})
 	if _, err := p.git.Seed(p.t.Context(), fleet.Repo, "dev", src, "Add the web application"); err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := p.git.Git(p.t.Context(), fleet.Repo, "branch", "prod", "dev"); err != nil {
 		p.t.Fatal(err)
 	}
 }
@@ -414,8 +458,34 @@ func (p *pair) podsIn(ns, selector string) []corev1.Pod {
 	return l.Items
 }
 
+// promote merges dev into prod, as a reviewed pull request would.
+func (p *pair) promote() (string, error) {
+	return p.gitChange(fleet.Repo, "prod", func(git func(...string) (string, error), _ string) error {
+		_, err := git("merge", "--no-ff", "--quiet", "-m", "Promote dev to prod", "origin/dev")
+		return err
+	})
+}
+
 // commitTo writes files on branch of repo with git itself, as a person would.
 func (p *pair) commitTo(repo, branch string, files map[string]string) (string, error) {
+	return p.gitChange(repo, branch, func(git func(...string) (string, error), work string) error {
+		for rel, body := range files {
+			os.MkdirAll(filepath.Dir(filepath.Join(work, rel)), 0o755)
+			if err := os.WriteFile(filepath.Join(work, rel), []byte(body), 0o644); err != nil {
+				return err
+			}
+		}
+		for _, args := range [][]string{{"add", "-A"}, {"commit", "--quiet", "-m", "tenant change"}} {
+			if _, err := git(args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// gitChange clones branch of repo, lets change commit, and pushes.
+func (p *pair) gitChange(repo, branch string, change func(git func(...string) (string, error), work string) error) (string, error) {
 	ctx := p.t.Context()
 	work := p.t.TempDir()
 	url := strings.Replace(p.git.RepoURL(repo), "http://", "http://"+podsGitUser+":"+podsGitToken+"@", 1)
@@ -432,16 +502,11 @@ func (p *pair) commitTo(repo, branch string, files map[string]string) (string, e
 	if _, err := git("clone", "--quiet", "--branch", branch, url, "."); err != nil {
 		return "", err
 	}
-	for rel, body := range files {
-		os.MkdirAll(filepath.Dir(filepath.Join(work, rel)), 0o755)
-		if err := os.WriteFile(filepath.Join(work, rel), []byte(body), 0o644); err != nil {
-			return "", err
-		}
+	if err := change(git, work); err != nil {
+		return "", err
 	}
-	for _, args := range [][]string{{"add", "-A"}, {"commit", "--quiet", "-m", "tenant change"}, {"push", "--quiet", "origin", branch}} {
-		if _, err := git(args...); err != nil {
-			return "", err
-		}
+	if _, err := git("push", "--quiet", "origin", branch); err != nil {
+		return "", err
 	}
 	return git("rev-parse", "HEAD")
 }
@@ -579,10 +644,10 @@ func (p *pair) head(branch string) string {
 	return h
 }
 
-func (p *pair) waitApplied(commit string, timeout time.Duration) {
-	p.until(timeout, "the synchronizer to apply dev@"+commit, func() bool {
+func (p *pair) waitApplied(branch, commit string, timeout time.Duration) {
+	p.until(timeout, "the synchronizer to apply "+branch+"@"+commit, func() bool {
 		cm, err := p.cs.CoreV1().ConfigMaps("driftless-system").Get(p.t.Context(), "driftless", metav1.GetOptions{})
-		return err == nil && cm.Data["lastAppliedRevision"] == "dev@sha1:"+commit
+		return err == nil && cm.Data["lastAppliedRevision"] == branch+"@sha1:"+commit
 	})
 }
 
@@ -608,7 +673,7 @@ func (p *pair) walk(tag string) {
 	p.until(time.Minute, "the automator's bump to "+tag, func() bool { return p.head("dev") != before })
 	commit := p.head("dev")
 	tCommit := time.Since(t0)
-	p.waitApplied(commit, time.Minute)
+	p.waitApplied("dev", commit, time.Minute)
 	tApplied := time.Since(t0)
 	p.waitWeb(tag, time.Minute)
 	t.Logf("TIMING %s pushed → bump commit %s (through the automator's Service), applied %s (through the synchronizer's Service), rolled out %s",
@@ -632,9 +697,9 @@ func (p *pair) walk(tag string) {
 // notifySynchronizer sends the push webhook to the synchronizer's Service
 // (its NodePort), signed as GitHub signs, until a replica that leads takes
 // it (a standby answers 503, and the Service picks a replica at random).
-func (p *pair) notifySynchronizer(branch string) {
+func (p *pair) notifySynchronizer(nodeIP, branch string) {
 	body := []byte(`{"ref":"refs/heads/` + branch + `"}`)
-	url := fmt.Sprintf("http://%s:%d/hooks/git", p.node.IP, synchronizerNodePort)
+	url := fmt.Sprintf("http://%s:%d/hooks/git", nodeIP, synchronizerNodePort)
 	for range 20 {
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 		req.Header.Set("X-Hub-Signature-256", fleet.Sign([]byte(podsHookSecret), body))
