@@ -45,7 +45,9 @@ type RegistryOptions struct {
 	// Registry's Transport trusts it.
 	TLS bool
 	// NotifyURL, when set, receives the registry's push notifications
-	// (distribution's webhook envelope), with NotifyHeaders on each request.
+	// (distribution's webhook envelope), with NotifyHeaders on each request:
+	// manifest events only (blob events are ignored, as the automator does;
+	// they would only queue up in front of the next manifest's).
 	NotifyURL     string
 	NotifyHeaders map[string]string
 	// Port fixes the listening port. Default: a free one.
@@ -185,7 +187,7 @@ func (r *Registry) writeConfig(opts RegistryOptions) (string, error) {
 		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: driftless-testenv\n    path: %q\n", filepath.Join(r.Dir, "htpasswd"))
 	}
 	if opts.NotifyURL != "" {
-		fmt.Fprintf(&b, "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: driftless\n      url: %q\n      timeout: 2s\n      threshold: 5\n      backoff: 1s\n", opts.NotifyURL)
+		fmt.Fprintf(&b, "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: driftless\n      url: %q\n      timeout: 2s\n      threshold: 5\n      backoff: 1s\n      ignoredmediatypes: [application/octet-stream]\n", opts.NotifyURL)
 		if len(opts.NotifyHeaders) > 0 {
 			b.WriteString("      headers:\n")
 			for k, v := range opts.NotifyHeaders {
