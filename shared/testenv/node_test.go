@@ -144,7 +144,9 @@ func TestRealNode(t *testing.T) {
 		return strings.HasPrefix(string(b), "hello from hello"), nil
 	})
 	if err != nil {
-		t.Fatalf("the Service %s never routed to the Pod: %v (last: %v)", svcURL, err, last)
+		slices, _ := cs.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{})
+		nat, _ := node.Exec(context.Background(), "iptables-save", "-t", "nat")
+		t.Fatalf("the Service %s never routed to the Pod: %v (last: %v)\nEndpointSlices: %+v\nthe node's nat table:\n%s", svcURL, err, last, slices, nat)
 	}
 
 	t.Logf("Service routed in %s", time.Since(t0).Round(10*time.Millisecond))
