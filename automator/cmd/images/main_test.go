@@ -2,13 +2,55 @@ package main
 
 import (
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"driftless.dev/automator/internal/ecr/ecrtest"
 )
+
+// TestECRCredentialsFromTheSDKChain: pushing to an ECR host takes a token
+// through the AWS SDK's default chain (here: environment credentials, and
+// the ECR endpoint pointed at the local stand-in for the ECR API, the only
+// stand-in allowed); any other host never asks AWS.
+func TestECRCredentialsFromTheSDKChain(t *testing.T) {
+	standIn := &ecrtest.StandIn{Password: "ecr-t0ken", TTL: time.Hour, AccessKeyID: "AKIDIMAGES"}
+	api := httptest.NewServer(standIn)
+	defer api.Close()
+	home := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "AKIDIMAGES", "AWS_SECRET_ACCESS_KEY": "not-a-secret", "AWS_ENDPOINT_URL_ECR": api.URL,
+		"AWS_CONFIG_FILE": filepath.Join(home, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(home, "credentials"),
+		"AWS_EC2_METADATA_DISABLED": "true", "DOCKER_CONFIG": home,
+	} {
+		t.Setenv(k, v)
+	}
+	reg, _ := name.NewRegistry("111122223333.dkr.ecr.eu-west-1.amazonaws.com")
+	auth, err := authFor(t.Context(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := auth.Authorization()
+	if err != nil || cfg.Username != "AWS" || cfg.Password != "ecr-t0ken" {
+		t.Fatalf("ECR credentials: %+v (%v)", cfg, err)
+	}
+	if standIn.Calls() != 1 || !slices.Equal(standIn.RegistryIDs(), []string{"111122223333"}) {
+		t.Fatalf("stand-in: %d calls for %v", standIn.Calls(), standIn.RegistryIDs())
+	}
+	other, _ := name.NewRegistry("registry.example.com")
+	auth, err = authFor(t.Context(), other)
+	if err != nil || auth != authn.Anonymous || standIn.Calls() != 1 {
+		t.Fatalf("another registry: %v (%v), %d ECR calls", auth, err, standIn.Calls())
+	}
+}
 
 // TestFlagsNameWhatIsWrong: every bad flag is reported, by name, at once.
 func TestFlagsNameWhatIsWrong(t *testing.T) {
