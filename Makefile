@@ -101,10 +101,15 @@ test: tools ## run every module's tests (unit, integration, e2e) with -race agai
 e2e: tools ## run only the end-to-end tests (the real binaries, the whole loop)
 	cd e2e && $(GO_ALONE) go test $(GO_TEST_FLAGS) ./...
 
-lint: ## gofmt and go vet every module
+# staticcheck is pinned in tools/lint (outside the workspace).
+$(TOOLS_BIN)/staticcheck: tools/lint/go.mod tools/lint/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd tools/lint && $(GO_ALONE) go build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+lint: $(TOOLS_BIN)/staticcheck ## gofmt, go vet and staticcheck on every module
 	@out=$$(git ls-files '*.go' | grep -v /testdata/ | xargs gofmt -l); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@for m in $(MODULES); do (cd $$m && $(GO_ALONE) go vet ./...) || exit 1; done
+	@for m in $(MODULES); do (cd $$m && $(GO_ALONE) go vet ./... && $(TOOLS_BIN)/staticcheck ./...) || exit 1; done
 	@echo "lint ok"
 
 bench: tools ## run the benchmarks
@@ -168,3 +173,18 @@ demo-down: ## stop what demo started and remove its files
 
 clean: env-down ## remove built programs (keeps .tools; remove it by hand to rebuild the tools)
 	rm -rf $(BIN)
+
+## ---- the web UI: a browser for its tests, and its screenshots
+
+.PHONY: browser screenshots
+
+# A prerequisite added to tools here, so the lines above stay as they are.
+tools: browser
+
+browser: ## install Debian's chromium (the UI's browser tests drive it headless), when absent
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x /usr/bin/chromium || { echo "chromium missing: install Debian's chromium package"; exit 1; }
+
+screenshots: tools ## regenerate docs/screenshots (overview, objects, diff) with the browser test
+	@mkdir -p $(ROOT)/docs/screenshots
+	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^TestUIInABrowser$$' .

@@ -78,12 +78,6 @@ func (p *proc) stop() {
 	}
 }
 
-// kill ends the program at once, as a node failure would.
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,6 +28,13 @@ func startFleet(t testing.TB, webhooks bool, interval time.Duration) *fleet.Flee
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			t.Log(f.Diagnose(ctx))
+		}
+	})
 	if err := f.Ready(t.Context(), 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -63,10 +71,10 @@ func TestLoopTagToProd(t *testing.T) {
 		t.Fatalf("%d bump commits on dev, want 1", n)
 	}
 	// The synchronizers ran as their ServiceAccounts: the live objects'
-	// only field manager is driftless, through the RBAC of manifests/.
+	// only field manager is the prod synchronizer's, through the RBAC of manifests/.
 	cs := kubernetes.NewForConfigOrDie(f.Clusters["prod"].Config)
 	d, err := cs.AppsV1().Deployments(fleet.AppNamespace).Get(t.Context(), "web", metav1.GetOptions{})
-	if err != nil || len(d.ManagedFields) == 0 || d.ManagedFields[0].Manager != "driftless" || *d.Spec.Replicas != 3 {
+	if err != nil || len(d.ManagedFields) == 0 || d.ManagedFields[0].Manager != "driftless/driftless-system/driftless" || *d.Spec.Replicas != 3 {
 		t.Fatalf("prod web: %+v %v", d.ManagedFields, err)
 	}
 	// The manifests' Pods pass the restricted Pod Security profile their

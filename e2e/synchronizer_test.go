@@ -135,6 +135,17 @@ func getStatus(t testing.TB, listen string) syncStatus {
 	return st
 }
 
+// parentData is the status ConfigMap of the synchronizer whose parent is
+// in ns, as kubectl reads it.
+func parentData(t testing.TB, cs kubernetes.Interface, ns string) map[string]string {
+	t.Helper()
+	cm, err := cs.CoreV1().ConfigMaps(ns).Get(t.Context(), "driftless", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("read the status ConfigMap: %v", err)
+	}
+	return cm.Data
+}
+
 // push tells a synchronizer about a push, signed as GitHub signs.
 func push(t testing.TB, listen string) int {
 	t.Helper()
@@ -244,6 +255,10 @@ func TestSynchronizerTenantWithRoleOnly(t *testing.T) {
 		return st.Status.Phase == "Stalled" && st.Status.Revision == "main@sha1:"+bad
 	})
 	st := getStatus(t, listen)
+	if st.Status.Message != "" {
+		t.Fatalf("/status showed the message without authentication: %q", st.Status.Message)
+	}
+	st.Status.Message = parentData(t, s.cs, ns)["message"]
 	for _, want := range []string{
 		"ConfigMap " + other + "/theirs: namespace \"" + other + "\" is outside this synchronizer's namespace \"" + ns + "\"",
 		"ClusterRole.rbac.authorization.k8s.io tenant-escalation: cluster-scoped objects are not allowed in tenant mode",
@@ -330,7 +345,7 @@ func TestSynchronizerLeaderElectionAndDiff(t *testing.T) {
 		return getStatus(t, leader).Status.LastAppliedRevision == "main@sha1:"+c
 	})
 	cm, _ := s.cs.CoreV1().ConfigMaps(ns).Get(t.Context(), "app", metav1.GetOptions{})
-	if len(cm.ManagedFields) != 1 || cm.ManagedFields[0].Manager != "driftless" {
+	if len(cm.ManagedFields) != 1 || cm.ManagedFields[0].Manager != "driftless/driftless-system/driftless" {
 		t.Fatalf("managers: %+v", cm.ManagedFields)
 	}
 
@@ -389,6 +404,7 @@ func TestTwoTenantsIsolated(t *testing.T) {
 		return st.Phase == "Stalled" && st.Revision == "main@sha1:"+bad
 	})
 	st := getStatus(t, la).Status
+	st.Message = parentData(t, s.cs, a)["message"]
 	if st.Reason != "ValidationFailed" || !strings.Contains(st.Message, "ConfigMap "+b+"/app: namespace \""+b+"\" is outside") ||
 		!strings.Contains(st.Message, "ConfigMap "+b+"/extra") || st.LastAppliedRevision != "main@sha1:"+goodA {
 		t.Fatalf("tenant A status: %+v", st)

@@ -9,17 +9,16 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"driftless.dev/shared/testenv"
+	"driftless.dev/shared/webhook"
 )
 
 // Secrets of the demo. They are written to files the programs read and
@@ -428,10 +428,37 @@ func (f *Fleet) notifySynchronizers() {
 }
 
 // Sign is the X-Hub-Signature-256 value GitHub sends with body.
-func Sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+func Sign(secret, body []byte) string { return webhook.Sign(secret, body) }
+
+// Diagnose is what a failed test prints: the tail of every program's log
+// (the logs live in a folder the test removes), each synchronizer's status
+// as the cluster records it, and the branch heads.
+func (f *Fleet) Diagnose(ctx context.Context) string {
+	var b strings.Builder
+	f.mu.Lock()
+	names := slices.Sorted(maps.Keys(f.procs))
+	procs := maps.Clone(f.procs)
+	f.mu.Unlock()
+	for _, name := range names {
+		log, _ := os.ReadFile(procs[name].Log)
+		fmt.Fprintf(&b, "--- last lines of %s ---\n%s\n", name, tail(string(log), 40))
+	}
+	for _, c := range slices.Sorted(maps.Keys(f.Clusters)) {
+		cs, err := kubernetes.NewForConfig(f.Clusters[c].Config)
+		if err != nil {
+			continue
+		}
+		if cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
+			fmt.Fprintf(&b, "--- status of the %s synchronizer ---\n%v\n", c, cm.Data)
+		} else {
+			fmt.Fprintf(&b, "--- status of the %s synchronizer: %v\n", c, err)
+		}
+	}
+	for _, branch := range []string{"dev", "prod"} {
+		out, _ := f.Git.Git(ctx, Repo, "log", "--oneline", "-5", branch)
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", branch, out)
+	}
+	return b.String()
 }
 
 func (f *Fleet) listenOf(name string) string {
@@ -494,6 +521,8 @@ type SyncStatus struct {
 }
 
 // Status reads the /status of the program name ("" fields when down).
+// The message, which /status shows only to an authorized user, comes
+// from the status ConfigMap, as kubectl reads it.
 func (f *Fleet) Status(name string) SyncStatus {
 	if f.opts.InCluster {
 		return f.statusInCluster(strings.TrimPrefix(name, "sync-"))
@@ -505,6 +534,15 @@ func (f *Fleet) Status(name string) SyncStatus {
 	}
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(&st)
+	if c, ok := f.Clusters[strings.TrimPrefix(name, "sync-")]; ok {
+		if cs, err := kubernetes.NewForConfig(c.Config); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
+				st.Status.Message = cm.Data["message"]
+			}
+		}
+	}
 	return st
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,7 @@ import (
 	"driftless.dev/shared/logging"
 	"driftless.dev/shared/serve"
 	"driftless.dev/shared/version"
+	"driftless.dev/shared/webauth"
 	"driftless.dev/synchronizer/internal/apply"
 	"driftless.dev/synchronizer/internal/build"
 	"driftless.dev/synchronizer/internal/hook"
@@ -39,7 +41,8 @@ func runCommand() *cobra.Command {
 	var rc reconcile.Config
 	var opts apply.Options
 	var listen, secretFile, identity, logFormat, logLevel string
-	var elect, once bool
+	var elect, once, ui bool
+	var buildTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
@@ -59,7 +62,10 @@ func runCommand() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--webhook-secret-file: %w", err)
 				}
-				secret = []byte(strings.TrimSpace(string(b)))
+				if secret = []byte(strings.TrimSpace(string(b))); len(secret) == 0 {
+					// An empty secret would turn authentication off without a word.
+					return fmt.Errorf("--webhook-secret-file %s is empty: put the webhook secret in it, or leave the flag out to accept unauthenticated pushes", secretFile)
+				}
 			}
 			log, err := logging.New(logFormat, logLevel)
 			if err != nil {
@@ -83,8 +89,17 @@ func runCommand() *cobra.Command {
 				return fmt.Errorf("kubernetes client: %w", err)
 			}
 			parent := cl.parent()
-			opts.SetID, opts.Tenant, opts.FieldManager = parent.ID(), cl.tenant, "driftless"
-			eng, err := apply.NewForConfig(cfg, opts, log.Named("apply"))
+			lease := leaseName(parent)
+			opts.SetID, opts.Tenant, opts.FieldManager = parent.ID(), cl.tenant, apply.FieldManagerFor(parent.Namespace, parent.Name)
+			opts.Reserved = []apply.Key{
+				{Kind: "ConfigMap", Namespace: parent.Namespace, Name: parent.Name},
+				{Group: "coordination.k8s.io", Kind: "Lease", Namespace: parent.Namespace, Name: lease},
+			}
+			applyCfg, err := cl.applyConfig(cfg)
+			if err != nil {
+				return err
+			}
+			eng, err := apply.New(applyCfg, opts, log.Named("apply"))
 			if err != nil {
 				return err
 			}
@@ -92,19 +107,25 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store := inventory.NewStore(dyn, parent, "driftless/"+version.Version, "driftless")
+			store := inventory.NewStore(dyn, parent, "driftless/"+version.Version, opts.FieldManager)
 			events := newEvents(dyn, parent, log.Named("events"))
 			defer events.stop()
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
-			rec := reconcile.New(rc, s, build.Build, eng, store, events, m, log.Named("reconcile"))
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "driftless_synchronizer_watched_resources",
+				Help: "Resources whose objects are watched for drift, their first list done."}, func() float64 { return float64(eng.Tracker().Listed()) }))
+			buildFunc := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+				return build.Build(ctx, root, path, build.WithTimeout(buildTimeout))
+			}
+			rec := reconcile.New(rc, s, buildFunc, eng, store, events, m, log.Named("reconcile"))
 			if once {
-				rep, err := rec.Pass(ctx)
-				if err != nil {
-					return err
+				res := rec.Pass(ctx)
+				if res.Err != nil {
+					return res.Err
 				}
 				st := rec.Status()
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s) %s; %d applied, %d unchanged\n", st.Revision, st.Phase, st.Reason, st.Message, rep.Applied, rep.Count(apply.Unchanged))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s) %s; %d changed, %d unchanged, %d pruned\n", st.Revision, st.Phase, st.Reason, st.Message,
+					res.Changes.Changed(), res.Changes.Count(apply.Unchanged), res.Pruned.Count())
 				return nil
 			}
 
@@ -113,7 +134,7 @@ func runCommand() *cobra.Command {
 				if identity == "" {
 					identity, _ = os.Hostname()
 				}
-				if el, err = leader.New(cfg, parent.Namespace, "driftless-synchronizer-"+parent.Name, identity, leader.Timing{}, log.Named("leader")); err != nil {
+				if el, err = leader.New(cfg, parent.Namespace, lease, identity, leader.Timing{}, log.Named("leader")); err != nil {
 					return err
 				}
 			}
@@ -123,19 +144,16 @@ func runCommand() *cobra.Command {
 					return errors.New("first pass not done")
 				}
 				return nil
-			})
+			}, serve.WithLiveness(rec.Live))
 			ref := "refs/heads/" + scfg.Branch
 			if scfg.Tag != "" {
 				ref = "refs/tags/" + scfg.Tag
 			}
 			mux.Handle("POST /hooks/git", &hook.Handler{Secret: secret, Ref: ref, Trigger: rec.Trigger, Leading: leading, Log: log.Named("hook")})
-			mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-				_, not := eng.Health(50)
-				w.Header().Set("Content-Type", "application/json")
-				_ = json.NewEncoder(w).Encode(map[string]any{
-					"leader": leading(), "status": rec.Status(), "unhealthy": not, "drifted": eng.Drifted(), "passes": rec.Passes(),
-				})
-			})
+			mux.Handle("GET /status", statusHandler(webauth.New(dyn), parent, rec, eng, leading))
+			if err := mountUI(ui, mux, dyn, parent, rec, eng, store, scfg.URL, rc, leading, log.Named("web")); err != nil {
+				return err
+			}
 			var wg sync.WaitGroup
 			wg.Go(func() {
 				if err := serve.Serve(ctx, l, mux); err != nil {
@@ -159,7 +177,9 @@ func runCommand() *cobra.Command {
 	fs.DurationVar(&rc.Interval, "interval", time.Minute, "how often to fetch when no webhook arrives")
 	fs.DurationVar(&rc.Resync, "resync", 30*time.Minute, "how often to re-apply every object regardless of what the watches say (0: never)")
 	fs.DurationVar(&rc.HealthTimeout, "health-timeout", 5*time.Minute, "how long objects may take to become healthy after an apply before the status says Stalled")
-	fs.BoolVar(&rc.AllowEmpty, "allow-empty", false, "let a render with no objects prune everything the synchronizer applied")
+	fs.DurationVar(&buildTimeout, "build-timeout", build.DefaultTimeout, "how long rendering the path may take")
+	fs.DurationVar(&rc.PassTimeout, "pass-timeout", 10*time.Minute, "how long one pass may take; /healthz fails when a pass overruns it")
+	fs.BoolVar(&opts.AllowEmpty, "allow-empty", false, "let a render with no objects prune everything the synchronizer applied")
 	fs.IntVar(&opts.Concurrency, "concurrency", 16, "API requests in flight while applying")
 	fs.IntVar(&opts.MaxPrune, "max-prune", 100, "refuse a pass that would delete more objects than this (0: no limit)")
 	fs.BoolVar(&opts.AllowPruneProtected, "prune-protected", false, "let Namespaces, CRDs and PersistentVolumeClaims be pruned without their own driftless.dev/prune: enabled")
@@ -170,6 +190,7 @@ func runCommand() *cobra.Command {
 	fs.BoolVar(&elect, "leader-elect", false, "apply only while holding a Lease, so replicas never both apply")
 	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed)")
+	fs.BoolVar(&ui, "ui", true, "serve the web UI (/ui/) and its API (/api/v1/), authorized by the cluster's RBAC (see docs/ui.md)")
 	fs.StringVar(&logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -223,3 +244,33 @@ func (e *events) Event(warning bool, reason, message string) {
 }
 
 func (e *events) stop() { e.wg.Wait() }
+
+func leaseName(p inventory.Parent) string { return "driftless-synchronizer-" + p.Name }
+
+// statusHandler serves /status: a summary to anyone (phase, reason,
+// revisions and counts, what /metrics shows too), and the whole status
+// (messages, unhealthy objects) to a user the cluster's RBAC lets get the
+// status ConfigMap, as kubectl would read it.
+func statusHandler(auth *webauth.Authorizer, parent inventory.Parent, rec *reconcile.Reconciler, eng *apply.Engine, leading func() bool) http.Handler {
+	view := webauth.Attributes{Verb: "get", Resource: "configmaps", Namespace: parent.Namespace, Name: parent.Name}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := rec.Status()
+		out := map[string]any{"leader": leading(), "passes": rec.Passes()}
+		token := webauth.Token(r)
+		if token == "" {
+			st.Message = ""
+			out["status"] = st
+			out["detail"] = "send a bearer token allowed to get configmap " + parent.Namespace + "/" + parent.Name + " for messages and unhealthy objects"
+		} else {
+			if _, err := auth.Check(r.Context(), token, view); err != nil {
+				http.Error(w, err.Error(), webauth.Status(err))
+				return
+			}
+			_, not := eng.Tracker().Health(50)
+			out["status"], out["unhealthy"], out["drifted"] = st, not, eng.Tracker().Drifted()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+}

@@ -25,6 +25,7 @@ type clusterFlags struct {
 	name       string
 	qps        float32
 	burst      int
+	applyAs    string
 }
 
 func (c *clusterFlags) flags(fs *pflag.FlagSet) {
@@ -36,6 +37,7 @@ func (c *clusterFlags) flags(fs *pflag.FlagSet) {
 	// default of 5 per second would make 1,000 objects take minutes.
 	fs.Float32Var(&c.qps, "kube-api-qps", 1000, "client-side limit of API requests per second")
 	fs.IntVar(&c.burst, "kube-api-burst", 2000, "client-side burst of API requests")
+	fs.StringVar(&c.applyAs, "service-account", "", "apply (dry run, apply, prune) as this ServiceAccount, \"name\" in the synchronizer's namespace or \"namespace/name\", by impersonation: a branch gets only the rights its RBAC grants (status, Events and the Lease stay the synchronizer's own)")
 	fs.StringVar(&c.name, "name", "driftless", "name of this synchronizer: its status (ApplySet parent) ConfigMap and Lease are named after it")
 }
 
@@ -55,6 +57,27 @@ func (c *clusterFlags) config() (*rest.Config, error) {
 	cfg.QPS, cfg.Burst = c.qps, c.burst
 	cfg.UserAgent = "driftless-synchronizer/" + version.Version
 	return cfg, nil
+}
+
+// applyConfig is cfg, impersonating --service-account when it is set.
+// The API server adds the ServiceAccount's groups itself.
+func (c *clusterFlags) applyConfig(cfg *rest.Config) (*rest.Config, error) {
+	if c.applyAs == "" {
+		return cfg, nil
+	}
+	ns, name, ok := strings.Cut(c.applyAs, "/")
+	if !ok {
+		ns, name = c.parent().Namespace, c.applyAs
+	}
+	if ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("--service-account %q: want \"name\" or \"namespace/name\"", c.applyAs)
+	}
+	if c.tenant != "" && ns != c.tenant {
+		return nil, fmt.Errorf("--service-account %q: in tenant mode the ServiceAccount must be in the tenant's namespace %q", c.applyAs, c.tenant)
+	}
+	ac := rest.CopyConfig(cfg)
+	ac.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + name}
+	return ac, nil
 }
 
 func (c *clusterFlags) load() (*rest.Config, error) {

@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
@@ -23,7 +25,12 @@ func main() {
 	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+		var e *exitError
+		if errors.As(err, &e) && e.quiet {
+			fmt.Fprintln(os.Stderr, e.msg)
+		} else {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }
@@ -57,14 +64,36 @@ Every flag can also be set by an environment variable: --repo-url is DRIFTLESS_R
 }
 
 func buildCommand() *cobra.Command {
-	var dir, path string
+	var dir, path, order string
+	var timeout time.Duration
+	var allowEmpty bool
 	cmd := &cobra.Command{
 		Use:   "build",
 		Short: "Print the objects a checkout path renders to, as the synchronizer would apply them",
+		Long: `Print the objects a checkout path renders to, as the synchronizer would apply them.
+
+Objects are printed in kustomize build's default order (--order legacy), so the output can be
+diffed with kustomize's; --order declaration keeps the order the kustomizations list them in.
+A path that renders no objects is an error (a pass would refuse it too), unless --allow-empty.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			objs, err := build.Build(dir, path)
+			o := build.LegacyOrder
+			switch order {
+			case "legacy":
+			case "declaration":
+				o = build.DeclarationOrder
+			default:
+				return fmt.Errorf("--order %q: want legacy or declaration", order)
+			}
+			objs, err := build.Build(cmd.Context(), dir, path, build.WithOrder(o), build.WithTimeout(timeout))
 			if err != nil {
 				return err
+			}
+			if len(objs) == 0 {
+				if !allowEmpty {
+					return fmt.Errorf("path %q renders no objects: a pass refuses an empty render (it would prune everything); --allow-empty to accept it", path)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: path %q renders no objects\n", path)
+				return nil
 			}
 			w := cmd.OutOrStdout()
 			for i, o := range objs {
@@ -82,19 +111,28 @@ func buildCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".", "the checkout")
 	cmd.Flags().StringVar(&path, "path", ".", "the folder inside the checkout to render (a kustomization, or plain YAML)")
+	cmd.Flags().StringVar(&order, "order", "legacy", "order of the objects: legacy (kustomize build's default) or declaration")
+	cmd.Flags().DurationVar(&timeout, "timeout", build.DefaultTimeout, "stop a build that takes longer")
+	cmd.Flags().BoolVar(&allowEmpty, "allow-empty", false, "accept a path that renders no objects")
 	return cmd
 }
 
 // exitError carries a specific exit code (diff's "there is a difference").
+// A quiet one is an outcome, not a failure: printed without "error:".
 type exitError struct {
-	code int
-	msg  string
+	code  int
+	msg   string
+	quiet bool
 }
 
 func (e *exitError) Error() string { return e.msg }
 
 func exitCode(err error) int {
-	if e, ok := err.(*exitError); ok {
+	if err == nil {
+		return 0
+	}
+	var e *exitError
+	if errors.As(err, &e) {
 		return e.code
 	}
 	return 1

@@ -49,3 +49,37 @@ func TestBuildPrintsTheRenderedObjects(t *testing.T) {
 }
 
 func noEnv(string) (string, bool) { return "", false }
+
+// `synchronizer build` prints kustomize build's order by default (so the
+// two can be diffed), declaration order on request, and refuses a path
+// that renders nothing unless told that is intended.
+func TestBuildOrderAndEmptyRender(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "app"), 0o755)
+	os.WriteFile(filepath.Join(dir, "app", "all.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "jsonnet"), 0o755)
+	os.WriteFile(filepath.Join(dir, "jsonnet", "main.jsonnet"), []byte("{}\n"), 0o644)
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "app"}, noEnv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.Index(got, "kind: Namespace") > strings.Index(got, "kind: ConfigMap") {
+		t.Fatalf("default order is not kustomize's:\n%s", got)
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "app", "--order", "declaration"}, noEnv, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.Index(got, "kind: Namespace") < strings.Index(got, "kind: ConfigMap") {
+		t.Fatalf("declaration order:\n%s", got)
+	}
+	out.Reset()
+	err := run(t.Context(), []string{"build", "--dir", dir, "--path", "jsonnet"}, noEnv, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `path "jsonnet" renders no objects`) || exitCode(err) == 0 {
+		t.Fatalf("empty render: got %v", err)
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"build", "--dir", dir, "--path", "jsonnet", "--allow-empty"}, noEnv, &out, &out); err != nil || !strings.Contains(out.String(), "renders no objects") {
+		t.Fatalf("--allow-empty: %v %q", err, out.String())
+	}
+}

@@ -3,8 +3,10 @@ package apply_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,17 +44,58 @@ func objs(t testing.TB, docs string) []*unstructured.Unstructured {
 	return out
 }
 
+// counter counts the API requests a client makes, as the API server
+// would see them (through rest.Config.WrapTransport).
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) RoundTrip(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		c.n.Add(1)
+		return next.RoundTrip(r)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (c *counter) Requests() int { return int(c.n.Load()) }
+
 func engine(t testing.TB, opts apply.Options) (*apply.Engine, dynamic.Interface) {
+	e, dyn, _ := engineWithConfig(t, cluster.Config, opts)
+	return e, dyn
+}
+
+func engineWithConfig(t testing.TB, cfg *rest.Config, opts apply.Options) (*apply.Engine, dynamic.Interface, *counter) {
 	t.Helper()
 	if opts.SetID == "" {
 		opts.SetID = "applyset-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")) + "-v1"
 	}
-	e, err := apply.NewForConfig(clusterConfig(t), opts, zap.NewNop())
+	if opts.FieldManager == "" {
+		opts.FieldManager = apply.FieldManagerFor("test", t.Name())
+	}
+	c := &counter{}
+	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = c.RoundTrip
+	e, err := apply.New(cfg, opts, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, _ := dynamic.NewForConfig(clusterConfig(t))
-	return e, dyn
+	dyn, err := dynamic.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, dyn, c
+}
+
+// applySet plans and executes a set, as a pass does.
+func applySet(t testing.TB, e *apply.Engine, docs string, force bool) (apply.ChangeSet, error) {
+	t.Helper()
+	plan, err := e.Plan(t.Context(), objs(t, docs), apply.PlanOptions{Force: force})
+	if err != nil {
+		return apply.ChangeSet{}, err
+	}
+	return e.Execute(t.Context(), plan, apply.ApplyOptions{})
 }
 
 var cmGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
@@ -62,7 +105,7 @@ func get(t testing.TB, dyn dynamic.Interface, gvr schema.GroupVersionResource, n
 	return dyn.Resource(gvr).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 }
 
-func actions(rep apply.Report) map[string]apply.Action {
+func actions(rep apply.ChangeSet) map[string]apply.Action {
 	m := map[string]apply.Action{}
 	for _, r := range rep.Results {
 		m[r.Object.Kind+"/"+r.Object.Name] = r.Action
@@ -98,52 +141,56 @@ spec:
 
 func TestApplyChangeAndNoOp(t *testing.T) {
 	ns := cluster.Namespace(t)
-	e, dyn := engine(t, apply.Options{})
-	ctx := t.Context()
-	rep, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false, nil)
+	e, dyn, reqs := engineWithConfig(t, cluster.Config, apply.Options{})
+	rep, err := applySet(t, e, app(ns, "hello", "web:1.0.0"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a := actions(rep); a["ConfigMap/settings"] != apply.Created || a["Deployment/web"] != apply.Created || a["Service/web"] != apply.Created {
 		t.Fatalf("first apply: %v", a)
 	}
+	if rep.Changed() != 3 {
+		t.Fatalf("changed %d, want 3", rep.Changed())
+	}
 	cm, err := get(t, dyn, cmGVR, ns, "settings")
 	if err != nil || cm.GetLabels()[apply.PartOfLabel] == "" {
 		t.Fatalf("applied ConfigMap: %v %v", cm, err)
 	}
-	if mf := cm.GetManagedFields(); len(mf) != 1 || mf[0].Manager != "driftless" || mf[0].Operation != metav1.ManagedFieldsOperationApply {
+	if mf := cm.GetManagedFields(); len(mf) != 1 || mf[0].Manager != e.FieldManager() || mf[0].Operation != metav1.ManagedFieldsOperationApply {
 		t.Fatalf("field managers: %+v", mf)
 	}
 	// Unchanged: no request at all.
-	before := e.Requests()
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.0.0")), false, nil)
-	if err != nil || rep.Skipped != 3 || e.Requests() != before {
-		t.Fatalf("no-op pass: %+v %v, %d requests", rep, err, e.Requests()-before)
+	before := reqs.Requests()
+	rep, err = applySet(t, e, app(ns, "hello", "web:1.0.0"), false)
+	if err != nil || rep.Count(apply.Unchanged) != 3 || reqs.Requests() != before || rep.Changed() != 0 {
+		t.Fatalf("no-op pass: %+v %v, %d requests", rep, err, reqs.Requests()-before)
 	}
 	// One change: one dry run and one apply.
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), false, nil)
+	rep, err = applySet(t, e, app(ns, "hello", "web:1.1.0"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := actions(rep); a["Deployment/web"] != apply.Configured || a["ConfigMap/settings"] != apply.Unchanged || e.Requests()-before != 2 {
-		t.Fatalf("one change: %v, %d requests", a, e.Requests()-before)
+	if a := actions(rep); a["Deployment/web"] != apply.Configured || a["ConfigMap/settings"] != apply.Unchanged || reqs.Requests()-before != 2 {
+		t.Fatalf("one change: %v, %d requests", a, reqs.Requests()-before)
 	}
 	d, _ := get(t, dyn, schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, ns, "web")
 	if img, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers"); img[0].(map[string]any)["image"] != "web:1.1.0" {
 		t.Fatalf("image not updated: %v", img)
 	}
-	// Forced (the resync): everything applied, reported unchanged (the
-	// Deployment's rollout may move its resourceVersion meanwhile).
-	rep, err = e.Apply(ctx, objs(t, app(ns, "hello", "web:1.1.0")), true, nil)
-	if a := actions(rep); err != nil || a["ConfigMap/settings"] != apply.Unchanged || a["Service/web"] != apply.Unchanged || rep.Skipped != 0 {
+	// Forced (the resync): everything written, and reported as changing
+	// nothing where nothing changed: a resync is not news.
+	rep, err = applySet(t, e, app(ns, "hello", "web:1.1.0"), true)
+	if a := actions(rep); err != nil || a["ConfigMap/settings"] != apply.Unchanged || a["Service/web"] != apply.Unchanged {
 		t.Fatalf("forced pass: %v %v", actions(rep), err)
+	}
+	if rep.Count(apply.Configured) > 1 {
+		t.Fatalf("a forced pass with no change reported %d configured", rep.Count(apply.Configured))
 	}
 }
 
 func TestBadSetAppliesNothing(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
-	ctx := t.Context()
 	good := `apiVersion: v1
 kind: ConfigMap
 metadata: {name: fine, namespace: ` + ns + `}
@@ -164,7 +211,7 @@ metadata: {namespace: ` + ns + `}`, "ConfigMap " + ns + "/(no name): apiVersion,
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.Apply(ctx, objs(t, good+"\n---\n"+c.doc), false, nil)
+			_, err := applySet(t, e, good+"\n---\n"+c.doc, false)
 			var ve *apply.ValidationError
 			if !errors.As(err, &ve) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v\nwant a ValidationError containing %q", err, c.want)
@@ -208,7 +255,7 @@ kind: Widget
 metadata: {name: w, namespace: ` + ns + `-new}
 spec: {size: 3}
 `
-	rep, err := e.Apply(t.Context(), objs(t, set), false, nil)
+	rep, err := applySet(t, e, set, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +271,6 @@ spec: {size: 3}
 func TestImmutableFieldNeedsOptIn(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
-	ctx := t.Context()
 	dep := func(sel, ann string) string {
 		return `apiVersion: apps/v1
 kind: Deployment
@@ -235,16 +281,16 @@ spec:
     metadata: {labels: {app: ` + sel + `}}
     spec: {containers: [{name: c, image: "api:1"}]}`
 	}
-	if _, err := e.Apply(ctx, objs(t, dep("api", "")), false, nil); err != nil {
+	if _, err := applySet(t, e, dep("api", ""), false); err != nil {
 		t.Fatal(err)
 	}
 	depGVR := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	before, _ := get(t, dyn, depGVR, ns, "api")
-	_, err := e.Apply(ctx, objs(t, dep("api2", "")), false, nil)
+	_, err := applySet(t, e, dep("api2", ""), false)
 	if err == nil || !strings.Contains(err.Error(), "spec.selector: field is immutable") || !strings.Contains(err.Error(), apply.RecreateAnnotation+": enabled") {
 		t.Fatalf("immutable change without opt-in: %v", err)
 	}
-	rep, err := e.Apply(ctx, objs(t, dep("api2", ", annotations: {"+apply.RecreateAnnotation+": enabled}")), false, nil)
+	rep, err := applySet(t, e, dep("api2", ", annotations: {"+apply.RecreateAnnotation+": enabled}"), false)
 	if err != nil || actions(rep)["Deployment/api"] != apply.Recreated {
 		t.Fatalf("with opt-in: %v %v", actions(rep), err)
 	}
@@ -270,7 +316,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: ` + ns + `-admin}
 `
-	_, err := e.Apply(t.Context(), objs(t, set), false, nil)
+	_, err := applySet(t, e, set, false)
 	for _, want := range []string{
 		`ConfigMap ` + other + `/theirs: namespace "` + other + `" is outside this synchronizer's namespace "` + ns + `"`,
 		`ClusterRole.rbac.authorization.k8s.io ` + ns + `-admin: cluster-scoped objects are not allowed in tenant mode`,
@@ -282,21 +328,37 @@ metadata: {name: ` + ns + `-admin}
 	if _, err := get(t, dyn, cmGVR, ns, "mine"); !apierrors.IsNotFound(err) {
 		t.Fatalf("part of a refused set was applied: %v", err)
 	}
-	rep, err := e.Apply(t.Context(), objs(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\n"), false, nil)
+	rep, err := applySet(t, e, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\n", false)
 	if err != nil || rep.Results[0].Object.Namespace != ns {
 		t.Fatalf("object without a namespace goes to the tenant's: %+v %v", rep, err)
 	}
 }
 
-func waitNotify(t *testing.T, e *apply.Engine) {
+// waitDrift waits for the tracker to see n drifted objects.
+func waitDrift(t *testing.T, e *apply.Engine, n int) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
-	for e.Drifted() == 0 {
+	for e.Tracker().Drifted() < n {
 		select {
-		case <-e.Notify():
+		case <-e.Tracker().Notify():
 		case <-deadline:
-			t.Fatal("no drift seen within 10s")
+			t.Fatalf("%d drifted objects seen within 10s, want %d", e.Tracker().Drifted(), n)
 		}
+	}
+}
+
+// waitSeen edits the managed ConfigMap name, a canary: the watch
+// delivers events of one resource in order, so once the canary's edit
+// shows as drift, every edit made before it has been judged.
+func waitSeen(t *testing.T, e *apply.Engine, dyn dynamic.Interface, ns, name, marker string) {
+	t.Helper()
+	c, err := get(t, dyn, cmGVR, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Object["data"] = map[string]any{"canary": marker}
+	if _, err := dyn.Resource(cmGVR).Namespace(ns).Update(t.Context(), c, metav1.UpdateOptions{FieldManager: "canary"}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -304,22 +366,18 @@ func TestDriftIsHealed(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
 	ctx := t.Context()
-	if _, err := e.Apply(ctx, objs(t, app(ns, "hello", "web:1")), false, nil); err != nil {
+	set := app(ns, "hello", "web:1") + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: canary, namespace: " + ns + "}\ndata: {canary: \"0\"}\n"
+	if _, err := applySet(t, e, set, false); err != nil {
 		t.Fatal(err)
 	}
-	e.Watch(ctx)
-	time.Sleep(300 * time.Millisecond) // let the watches list
-	// A status update by the controller manager is not drift.
-	if e.Drifted() != 0 {
-		t.Fatalf("drift after apply: %d", e.Drifted())
-	}
+	e.Tracker().Watch(ctx)
 	cm, _ := get(t, dyn, cmGVR, ns, "settings")
 	cm.Object["data"] = map[string]any{"greeting": "hacked"}
 	if _, err := dyn.Resource(cmGVR).Namespace(ns).Update(ctx, cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitNotify(t, e)
+	waitDrift(t, e, 1)
 	if _, err := e.Heal(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -328,16 +386,23 @@ func TestDriftIsHealed(t *testing.T) {
 	if cm.Object["data"].(map[string]any)["greeting"] != "hello" {
 		t.Fatalf("not healed: %v", cm.Object["data"])
 	}
-	// A foreign label on a managed object is not drift.
+	// A foreign label on a managed object is not drift: after it, the
+	// canary's edit is the only drift the watch reports.
 	cm.SetLabels(map[string]string{"team": "x", apply.PartOfLabel: cm.GetLabels()[apply.PartOfLabel]})
-	dyn.Resource(cmGVR).Namespace(ns).Update(ctx, cm, metav1.UpdateOptions{FieldManager: "other"})
-	time.Sleep(300 * time.Millisecond)
-	if e.Drifted() != 0 {
-		t.Fatal("an added label counted as drift")
+	if _, err := dyn.Resource(cmGVR).Namespace(ns).Update(ctx, cm, metav1.UpdateOptions{FieldManager: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(t, e, dyn, ns, "canary", "1")
+	waitDrift(t, e, 1)
+	res, err := e.Heal(ctx)
+	if err != nil || len(res) != 1 || res[0].Object.Name != "canary" {
+		t.Fatalf("an added label counted as drift: healed %+v %v", res, err)
 	}
 	// Deleted: re-created.
-	dyn.Resource(cmGVR).Namespace(ns).Delete(ctx, "settings", metav1.DeleteOptions{})
-	waitNotify(t, e)
+	if err := dyn.Resource(cmGVR).Namespace(ns).Delete(ctx, "settings", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitDrift(t, e, 1)
 	if res, err := e.Heal(ctx); err != nil || res[0].Action != apply.Created {
 		t.Fatalf("heal a deletion: %v %v", res, err)
 	}
@@ -345,7 +410,3 @@ func TestDriftIsHealed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func clusterConfig(t testing.TB) *rest.Config { return cluster.Config }
-
-func sleepMS(n int) { time.Sleep(time.Duration(n) * time.Millisecond) }

@@ -1,9 +1,11 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"reflect"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -67,21 +69,33 @@ type Result struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Problem names an object and what is wrong with it.
+// Problem names an object and what is wrong with it. Err keeps the API
+// server's error (errors.As finds *apierrors.StatusError), Reason is the
+// one line a person reads.
 type Problem struct {
 	Object string `json:"object"`
 	Reason string `json:"reason"`
+	Err    error  `json:"-"`
+}
+
+func problem(object string, err error) Problem {
+	return Problem{Object: object, Reason: reason(err), Err: err}
 }
 
 // ValidationError lists every object that stopped a set from being
-// applied. Nothing of the set was written.
+// applied. Nothing of the set was written (RolledBack names what a pass
+// created and deleted again to keep that promise).
 type ValidationError struct {
-	Problems []Problem
+	Problems   []Problem
+	RolledBack []Key
 }
 
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d object(s) failed validation, nothing applied", len(e.Problems))
+	if len(e.RolledBack) > 0 {
+		fmt.Fprintf(&b, " (%d created and deleted again)", len(e.RolledBack))
+	}
 	for i, p := range e.Problems {
 		if i == 10 {
 			fmt.Fprintf(&b, "; and %d more", len(e.Problems)-10)
@@ -91,6 +105,46 @@ func (e *ValidationError) Error() string {
 	}
 	return b.String()
 }
+
+// Unwrap gives the API errors behind the problems.
+func (e *ValidationError) Unwrap() []error {
+	var errs []error
+	for _, p := range e.Problems {
+		if p.Err != nil {
+			errs = append(errs, p.Err)
+		}
+	}
+	return errs
+}
+
+// ApplyError is one object the API server refused to write.
+type ApplyError struct {
+	Object Key
+	Err    error
+}
+
+func (e *ApplyError) Error() string { return e.Object.String() + ": " + reason(e.Err) }
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// ConflictError: another Driftless synchronizer owns fields this one
+// would change. Server-side apply would let a force win; two
+// synchronizers fighting over one object is a mistake in Git to report,
+// not a race to win.
+type ConflictError struct {
+	// Managers are the other synchronizers' field managers.
+	Managers []string
+	// Fields are the contested fields, as the API server names them.
+	Fields []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("fields %s are managed by another Driftless synchronizer (%s): remove them from one of the two repositories",
+		strings.Join(e.Fields, ", "), strings.Join(e.Managers, ", "))
+}
+
+// ErrEmptyRender: the set is empty, and applying it would prune
+// everything.
+var ErrEmptyRender = errors.New("renders no objects: refusing to prune everything (run with --allow-empty if that is intended)")
 
 func hashOf(body []byte) uint64 {
 	h := fnv.New64a()
@@ -178,4 +232,28 @@ func subset(want, have any) bool {
 	default:
 		return reflect.DeepEqual(want, have)
 	}
+}
+
+// Member is one object a synchronizer applied, as its inventory keeps it:
+// the object and the prune choice Git declared for it (the value of
+// PruneAnnotation when it was applied). Prune decisions read this, never
+// the live object, which anyone allowed to patch it could relabel.
+type Member struct {
+	Key
+	Prune string
+}
+
+// members returns the set's members as Git declares them.
+func membersOf(items []*item) []Member {
+	out := make([]Member, 0, len(items))
+	for _, it := range items {
+		out = append(out, Member{Key: it.key, Prune: it.obj.GetAnnotations()[PruneAnnotation]})
+	}
+	return out
+}
+
+// SortMembers orders members by group, kind, namespace and name: the one
+// order the inventory keeps them in, so equal sets compare equal.
+func SortMembers(ms []Member) {
+	slices.SortFunc(ms, func(a, b Member) int { return compareKeys(a.Key, b.Key) })
 }

@@ -2,24 +2,15 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 )
-
-// PruneReport is the data of one prune.
-type PruneReport struct {
-	Results []Result
-	// Remaining are the kinds that still have members in the cluster
-	// (a failed delete, or a kind that could not be listed): they stay in
-	// the inventory so the next pass finds them again.
-	Remaining []schema.GroupKind
-}
 
 // ErrPruneLimit: the pass would delete more objects than allowed.
 type ErrPruneLimit struct{ Count, Max int }
@@ -35,133 +26,147 @@ func protected(k Key) bool {
 	return gk == namespaceGK || gk == crdGK || gk == (schema.GroupKind{Kind: "PersistentVolumeClaim"})
 }
 
-// Prune deletes the members of the set, of the kinds in gks, that are not
-// in keep. A kind that cannot be listed is kept for the next pass, never
-// taken as empty. Opted-out and protected objects are orphaned: their
-// membership label is removed and they stay.
-func (e *Engine) Prune(ctx context.Context, gks []schema.GroupKind, keep map[Key]bool) (PruneReport, error) {
-	var rep PruneReport
-	var errs []string
-	type candidate struct {
-		key Key
-		gvr schema.GroupVersionResource
-		obj unstructured.Unstructured
+// pruneTarget is one member a prune deletes or releases.
+type pruneTarget struct {
+	member Member
+	gvr    schema.GroupVersionResource
+	uid    types.UID
+	why    string
+}
+
+// PrunePlan is what a prune would do, decided from the inventory alone:
+// only objects this synchronizer applied (recorded in its inventory, still
+// labelled, still carrying its field manager) are candidates, and the
+// opt-ins are those Git declared, not what the live object says now.
+type PrunePlan struct {
+	del, release []pruneTarget
+	// gone are members no longer live or no longer this synchronizer's:
+	// they leave the inventory without a request.
+	gone []Member
+	// unlisted are members of kinds that could not be listed: kept for
+	// the next pass, never taken as gone.
+	unlisted []Member
+	listErrs []error
+	// Refused is set when the prune must not run (the per-pass limit).
+	Refused error
+}
+
+// Results are the plan as data: Pruned for each delete, Orphaned (with
+// why) for each release.
+func (p PrunePlan) Results() []Result {
+	var out []Result
+	for _, t := range p.del {
+		out = append(out, Result{Object: t.member.Key, Action: Pruned})
 	}
-	var doomed, orphan []candidate
-	remaining := map[schema.GroupKind]bool{}
+	for _, t := range p.release {
+		out = append(out, Result{Object: t.member.Key, Action: Orphaned, Reason: t.why})
+	}
+	slices.SortFunc(out, func(a, b Result) int { return compareKeys(a.Object, b.Object) })
+	return out
+}
+
+// PlanPrune decides what leaves the cluster: the members (from the
+// inventory) not in keep.
+func (e *Engine) PlanPrune(ctx context.Context, members []Member, keep map[Key]bool) PrunePlan {
+	var p PrunePlan
+	byGK := map[schema.GroupKind][]Member{}
+	for _, m := range members {
+		if !keep[m.Key] {
+			byGK[m.GroupKind()] = append(byGK[m.GroupKind()], m)
+		}
+	}
+	gks := make([]schema.GroupKind, 0, len(byGK))
+	for gk := range byGK {
+		gks = append(gks, gk)
+	}
+	slices.SortFunc(gks, func(a, b schema.GroupKind) int { return compareKeysString(a.String(), b.String()) })
 	for _, gk := range gks {
+		cands := byGK[gk]
 		m, err := e.mapper.RESTMapping(gk)
 		if err != nil {
 			// Its CRD is gone, and with it every object of the kind.
+			p.gone = append(p.gone, cands...)
 			continue
 		}
-		items, err := e.members(ctx, m.Resource)
+		live, err := e.liveMembers(ctx, gk, m.Resource)
 		if err != nil {
-			remaining[gk] = true
-			errs = append(errs, fmt.Sprintf("list %s: %s", gk, reason(err)))
+			p.unlisted = append(p.unlisted, cands...)
+			p.listErrs = append(p.listErrs, fmt.Errorf("list %s: %w", gk, err))
 			continue
 		}
-		for _, u := range items {
-			k := keyOf(&u)
-			if keep[k] || u.GetDeletionTimestamp() != nil {
+		for _, c := range cands {
+			o, ok := live[c.Key]
+			if !ok || o.DeletionTimestamp != nil || !e.applied(o) {
+				p.gone = append(p.gone, c)
 				continue
 			}
-			c := candidate{key: k, gvr: m.Resource, obj: u}
-			switch a := u.GetAnnotations()[PruneAnnotation]; {
-			case a == "disabled":
-				orphan = append(orphan, c)
-			case protected(k) && a != "enabled" && !e.opts.AllowPruneProtected:
-				orphan = append(orphan, c)
+			t := pruneTarget{member: c, gvr: m.Resource, uid: o.UID}
+			switch {
+			case c.Prune == "disabled":
+				t.why = fmt.Sprintf("%s left Git and was kept: annotated %s: disabled", c.Key, PruneAnnotation)
+				p.release = append(p.release, t)
+			case protected(c.Key) && c.Prune != "enabled" && !e.opts.AllowPruneProtected:
+				t.why = fmt.Sprintf("%s left Git and was kept: %s objects are pruned only when Git annotates them %s: enabled (or with --prune-protected)", c.Key, c.Kind, PruneAnnotation)
+				p.release = append(p.release, t)
 			default:
-				doomed = append(doomed, c)
+				p.del = append(p.del, t)
 			}
 		}
 	}
-	if e.opts.MaxPrune > 0 && len(doomed) > e.opts.MaxPrune {
-		for gk := range remaining {
-			rep.Remaining = append(rep.Remaining, gk)
-		}
-		for _, c := range doomed {
-			rep.Remaining = append(rep.Remaining, c.key.GroupKind())
-		}
-		rep.Remaining = uniqueGKs(rep.Remaining)
-		return rep, &ErrPruneLimit{Count: len(doomed), Max: e.opts.MaxPrune}
+	if e.opts.MaxPrune > 0 && len(p.del) > e.opts.MaxPrune {
+		p.Refused = &ErrPruneLimit{Count: len(p.del), Max: e.opts.MaxPrune}
 	}
-	bg := metav1.DeletePropagationBackground
-	for _, c := range doomed {
-		err := e.resource(c.gvr, c.key.Namespace).Delete(ctx, c.key.Name, metav1.DeleteOptions{
-			PropagationPolicy: &bg,
-			// Delete exactly what was listed, not a successor of the
-			// same name created since.
-			Preconditions: &metav1.Preconditions{UID: ptr(c.obj.GetUID())},
-		})
-		e.count()
-		if err != nil && !apierrors.IsNotFound(err) {
-			remaining[c.key.GroupKind()] = true
-			rep.Results = append(rep.Results, Result{Object: c.key, Action: Failed, Reason: "delete: " + reason(err)})
-			errs = append(errs, fmt.Sprintf("delete %s: %s", c.key, reason(err)))
-			continue
-		}
-		rep.Results = append(rep.Results, Result{Object: c.key, Action: Pruned})
-	}
-	for _, c := range orphan {
-		why := "annotated " + PruneAnnotation + ": disabled"
-		if protected(c.key) && c.obj.GetAnnotations()[PruneAnnotation] != "disabled" {
-			why = fmt.Sprintf("%s objects are never pruned without the annotation %s: enabled", c.key.Kind, PruneAnnotation)
-		}
-		patch := []byte(`{"metadata":{"labels":{"` + PartOfLabel + `":null}}}`)
-		_, err := e.resource(c.gvr, c.key.Namespace).Patch(ctx, c.key.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-		e.count()
-		if err != nil && !apierrors.IsNotFound(err) {
-			remaining[c.key.GroupKind()] = true
-			errs = append(errs, fmt.Sprintf("release %s: %s", c.key, reason(err)))
-			continue
-		}
-		rep.Results = append(rep.Results, Result{Object: c.key, Action: Orphaned, Reason: why})
-	}
-	for gk := range remaining {
-		rep.Remaining = append(rep.Remaining, gk)
-	}
-	rep.Remaining = uniqueGKs(rep.Remaining)
-	if len(errs) > 0 {
-		slices.Sort(errs)
-		return rep, fmt.Errorf("prune: %d problem(s): %s", len(errs), errs)
-	}
-	return rep, nil
+	return p
 }
 
-// members lists the set's members of one resource, page by page.
-func (e *Engine) members(ctx context.Context, gvr schema.GroupVersionResource) ([]unstructured.Unstructured, error) {
-	ri := e.dyn.Resource(gvr).Namespace(e.opts.Tenant)
+// applied reports whether o carries this synchronizer's applied fields:
+// someone who can only label an object cannot make it a member.
+func (e *Engine) applied(o metav1.PartialObjectMetadata) bool {
+	for _, mf := range o.ManagedFields {
+		if mf.Manager == e.opts.FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply {
+			return true
+		}
+	}
+	return false
+}
+
+// liveMembers lists the set's labelled objects of one resource, metadata
+// only.
+func (e *Engine) liveMembers(ctx context.Context, gk schema.GroupKind, gvr schema.GroupVersionResource) (map[Key]metav1.PartialObjectMetadata, error) {
+	ri := e.meta.Resource(gvr)
 	opts := metav1.ListOptions{LabelSelector: PartOfLabel + "=" + e.opts.SetID, Limit: 500}
-	var out []unstructured.Unstructured
+	out := map[Key]metav1.PartialObjectMetadata{}
 	for {
-		l, err := ri.List(ctx, opts)
-		e.count()
+		var l *metav1.PartialObjectMetadataList
+		var err error
+		if e.opts.Tenant != "" {
+			l, err = ri.Namespace(e.opts.Tenant).List(ctx, opts)
+		} else {
+			l, err = ri.List(ctx, opts)
+		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, l.Items...)
-		if l.GetContinue() == "" {
+		for _, o := range l.Items {
+			// Items of a PartialObjectMetadataList are typed as such:
+			// the kind is the resource's.
+			out[Key{Group: gk.Group, Kind: gk.Kind, Namespace: o.Namespace, Name: o.Name}] = o
+		}
+		if l.Continue == "" {
 			return out, nil
 		}
-		opts.Continue = l.GetContinue()
+		opts.Continue = l.Continue
 	}
 }
 
-func uniqueGKs(gks []schema.GroupKind) []schema.GroupKind {
-	slices.SortFunc(gks, func(a, b schema.GroupKind) int {
-		if a.String() < b.String() {
-			return -1
-		} else if a.String() > b.String() {
-			return 1
-		}
-		return 0
-	})
-	return slices.Compact(gks)
+// PruneReport is the data of one prune.
+type PruneReport struct {
+	Results []Result
+	// Remaining are members that stay in the inventory although they
+	// left Git: failed deletes and kinds that could not be listed, found
+	// again by the next pass.
+	Remaining []Member
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // Count is how many objects the prune deleted.
 func (r PruneReport) Count() int {
@@ -172,4 +177,46 @@ func (r PruneReport) Count() int {
 		}
 	}
 	return n
+}
+
+// Prune carries out a plan: deletes (with the listed object's UID as a
+// precondition, so a successor of the same name is never deleted) and
+// releases (the membership label removed, the object left as it is).
+func (e *Engine) Prune(ctx context.Context, p PrunePlan) (PruneReport, error) {
+	rep := PruneReport{Remaining: slices.Clone(p.unlisted)}
+	if p.Refused != nil {
+		for _, t := range append(slices.Clone(p.del), p.release...) {
+			rep.Remaining = append(rep.Remaining, t.member)
+		}
+		return rep, p.Refused
+	}
+	errs := slices.Clone(p.listErrs)
+	bg := metav1.DeletePropagationBackground
+	for _, t := range p.del {
+		uid := t.uid
+		err := e.resource(t.gvr, t.member.Namespace).Delete(ctx, t.member.Name, metav1.DeleteOptions{
+			PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: &uid},
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			rep.Remaining = append(rep.Remaining, t.member)
+			rep.Results = append(rep.Results, Result{Object: t.member.Key, Action: Failed, Reason: "delete: " + reason(err)})
+			errs = append(errs, &ApplyError{Object: t.member.Key, Err: fmt.Errorf("delete: %w", err)})
+			continue
+		}
+		rep.Results = append(rep.Results, Result{Object: t.member.Key, Action: Pruned})
+	}
+	patch := []byte(`{"metadata":{"labels":{"` + PartOfLabel + `":null}}}`)
+	for _, t := range p.release {
+		_, err := e.resource(t.gvr, t.member.Namespace).Patch(ctx, t.member.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			rep.Remaining = append(rep.Remaining, t.member)
+			errs = append(errs, &ApplyError{Object: t.member.Key, Err: fmt.Errorf("release: %w", err)})
+			continue
+		}
+		rep.Results = append(rep.Results, Result{Object: t.member.Key, Action: Orphaned, Reason: t.why})
+	}
+	if len(errs) > 0 {
+		return rep, fmt.Errorf("prune: %d problem(s): %w", len(errs), errors.Join(errs...))
+	}
+	return rep, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,22 +14,23 @@ import (
 	"driftless.dev/synchronizer/internal/apply"
 )
 
-var (
-	cmGK = schema.GroupKind{Kind: "ConfigMap"}
-	nsGK = schema.GroupKind{Kind: "Namespace"}
-)
-
-func keys(t testing.TB, e *apply.Engine, set string) map[apply.Key]bool {
+// inventory applies set and returns the plan: its members are what a
+// pass records, its keys what it keeps.
+func inventory(t testing.TB, e *apply.Engine, set string) *apply.Plan {
 	t.Helper()
-	rep, err := e.Apply(t.Context(), objs(t, set), false, nil)
+	plan, err := e.Plan(t.Context(), objs(t, set), apply.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[apply.Key]bool{}
-	for _, r := range rep.Results {
-		m[r.Object] = true
+	if _, err := e.Execute(t.Context(), plan, apply.ApplyOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	return m
+	return plan
+}
+
+func prune(t testing.TB, e *apply.Engine, members []apply.Member, keep *apply.Plan) (apply.PruneReport, error) {
+	t.Helper()
+	return e.Prune(t.Context(), e.PlanPrune(t.Context(), members, keep.Keys()))
 }
 
 func cms(ns string, names ...string) string {
@@ -43,7 +45,7 @@ func TestPruneWhatLeftGit(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{MaxPrune: 2})
 	ctx := t.Context()
-	keys(t, e, cms(ns, "a", "b", "c", "d")+`apiVersion: v1
+	all := inventory(t, e, cms(ns, "a", "b", "c", "d")+`apiVersion: v1
 kind: ConfigMap
 metadata: {name: keep-me, namespace: `+ns+`, annotations: {driftless.dev/prune: disabled}}
 ---
@@ -55,8 +57,8 @@ metadata: {name: `+ns+`-extra}
 	dyn.Resource(cmGVR).Namespace(ns).Create(ctx, objs(t, cms(ns, "foreign"))[0], metav1.CreateOptions{})
 
 	// Three to delete with a limit of two: refused, nothing deleted.
-	keep := keys(t, e, cms(ns, "a"))
-	_, err := e.Prune(ctx, []schema.GroupKind{cmGK, nsGK}, keep)
+	keep := inventory(t, e, cms(ns, "a"))
+	_, err := prune(t, e, all.Members(), keep)
 	var limit *apply.ErrPruneLimit
 	if !errors.As(err, &limit) || limit.Count != 3 {
 		t.Fatalf("over the limit: %v", err)
@@ -64,8 +66,8 @@ metadata: {name: `+ns+`-extra}
 	if _, err := get(t, dyn, cmGVR, ns, "b"); err != nil {
 		t.Fatalf("deleted despite the limit: %v", err)
 	}
-	keep = keys(t, e, cms(ns, "a", "b"))
-	rep, err := e.Prune(ctx, []schema.GroupKind{cmGK, nsGK}, keep)
+	keep = inventory(t, e, cms(ns, "a", "b"))
+	rep, err := prune(t, e, all.Members(), keep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +109,7 @@ func TestRejectedDeleteIsRetried(t *testing.T) {
 	ns := cluster.Namespace(t)
 	e, dyn := engine(t, apply.Options{})
 	ctx := t.Context()
-	keys(t, e, cms(ns, "stay", "go"))
+	all := inventory(t, e, cms(ns, "stay", "go"))
 	cs := kubernetes.NewForConfigOrDie(cluster.Config)
 	policy := objs(t, `apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
@@ -134,16 +136,16 @@ spec: {policyName: `+ns+`-no-delete, validationActions: [Deny]}
 	// The policy takes effect once the API server has loaded it.
 	var rep apply.PruneReport
 	var err error
-	keep := keys(t, e, cms(ns, "stay"))
+	keep := inventory(t, e, cms(ns, "stay"))
 	for i := 0; i < 50; i++ {
 		probe := objs(t, cms(ns, "probe"))[0]
 		dyn.Resource(cmGVR).Namespace(ns).Create(ctx, probe, metav1.CreateOptions{})
 		if derr := dyn.Resource(cmGVR).Namespace(ns).Delete(ctx, "probe", metav1.DeleteOptions{}); derr != nil {
 			break
 		}
-		sleepMS(100)
+		time.Sleep(100 * time.Millisecond)
 	}
-	rep, err = e.Prune(ctx, []schema.GroupKind{cmGK}, keep)
+	rep, err = prune(t, e, all.Members(), keep)
 	if err == nil || !strings.Contains(err.Error(), "deletes are frozen") || len(rep.Remaining) != 1 || rep.Results[0].Action != apply.Failed {
 		t.Fatalf("rejected delete: %+v %v", rep, err)
 	}
@@ -152,10 +154,10 @@ spec: {policyName: `+ns+`-no-delete, validationActions: [Deny]}
 	}
 	cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, ns+"-no-delete", metav1.DeleteOptions{})
 	for i := 0; i < 50; i++ {
-		if rep, err = e.Prune(ctx, []schema.GroupKind{cmGK}, keep); err == nil {
+		if rep, err = prune(t, e, append(keep.Members(), rep.Remaining...), keep); err == nil {
 			break
 		}
-		sleepMS(100)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil || len(rep.Remaining) != 0 {
 		t.Fatalf("retry after the policy went: %+v %v", rep, err)

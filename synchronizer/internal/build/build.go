@@ -1,309 +1,236 @@
-// Package build renders the objects of one path of a checkout: with
-// Kustomize in-process (bases, overlays, components) when the path has a
-// kustomization, or as a plain directory of YAML and JSON documents.
-// Nothing is read outside the checkout.
+// Package build renders the objects of one path of a checkout, as
+// `kustomize build` does: with Kustomize (bases, overlays, components)
+// when the path has a kustomization, and for a plain folder with the
+// kustomization Flux's kustomize-controller would generate for it.
+//
+// A build reads the checkout only through checkoutfs (nothing outside it,
+// no .git, links judged by their text) and cannot reach the network:
+// krusty runs in a process of its own with no HTTP transport and no git
+// (child.go says why). It is bounded in time, and its errors name files
+// and fields, never values.
 package build
 
 import (
-	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
+	"path"
 	"path/filepath"
-	"sort"
-	"strings"
+	"slices"
+	"time"
 
-	yamlv3 "go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/konfig"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/api/types"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
+	"sigs.k8s.io/kustomize/api/resource"
+
+	"driftless.dev/synchronizer/internal/checkoutfs"
 )
 
 // ErrBuild marks a render that cannot succeed until the repository is
 // fixed: retrying the same commit is pointless.
 var ErrBuild = errors.New("render failed")
 
+// DefaultTimeout bounds a build unless WithTimeout says otherwise.
+const DefaultTimeout = 2 * time.Minute
+
+// Order is the order of the rendered objects.
+type Order int
+
+const (
+	// DeclarationOrder keeps the order the kustomizations list the
+	// objects in (krusty's default, and what a pass applies from: the
+	// apply engine orders writes itself).
+	DeclarationOrder Order = iota
+	// LegacyOrder is `kustomize build`'s default: Namespaces, CRDs and
+	// the like first, webhooks last, then by kind, namespace and name.
+	LegacyOrder
+)
+
+type options struct {
+	timeout time.Duration
+	order   Order
+	// krustyOnly skips the fast path (tests compare the two).
+	krustyOnly bool
+}
+
+// Option changes how Build works.
+type Option func(*options)
+
+// WithTimeout bounds the build (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithOrder sets the order of the objects (default DeclarationOrder).
+func WithOrder(order Order) Option { return func(o *options) { o.order = order } }
+
+// TimeoutError is a build stopped at its time limit. It matches ErrBuild
+// and context.DeadlineExceeded.
+type TimeoutError struct {
+	Path  string
+	Limit time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("build of %s stopped: it did not finish within %s", e.Path, e.Limit)
+}
+
+func (e *TimeoutError) Is(target error) bool {
+	return target == ErrBuild || target == context.DeadlineExceeded
+}
+
 // Build renders root/path, where root is the checkout.
-func Build(root, path string) ([]*unstructured.Unstructured, error) {
-	rootAbs, err := filepath.Abs(root)
-	if err == nil {
-		rootAbs, err = filepath.EvalSymlinks(rootAbs)
+func Build(ctx context.Context, root, path string, opts ...Option) ([]*unstructured.Unstructured, error) {
+	o := options{timeout: DefaultTimeout}
+	for _, opt := range opts {
+		opt(&o)
 	}
+	rootAbs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("%w: checkout %s: %v", ErrBuild, root, err)
 	}
-	dir, err := inside(rootAbs, filepath.Join(rootAbs, filepath.FromSlash(path)))
+	fsys, err := checkoutfs.Open(rootAbs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: path %q: %v", ErrBuild, path, err)
+		return nil, fmt.Errorf("%w: open the checkout: %v", ErrBuild, err)
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("%w: path %q is not a folder of the checkout", ErrBuild, path)
-	}
-	if kustomization(dir) != "" {
-		if objs, ok, err := simple(rootAbs, dir); ok || err != nil {
-			return objs, err
+	defer fsys.Close()
+	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, &TimeoutError{Path: path, Limit: o.timeout})
+	defer cancel()
+	objs, err := render(ctx, fsys, rootAbs, path, o)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
 		}
-		return kustomize(rootAbs, dir)
+		return nil, err
 	}
-	return plain(rootAbs, dir)
+	if err := checkSecrets(objs); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	return objs, nil
 }
 
-// kustomization returns the name of dir's kustomization file, or "".
-func kustomization(dir string) string {
+func render(ctx context.Context, fsys *checkoutfs.FS, root, p string, o options) ([]*unstructured.Unstructured, error) {
+	dir, isDir, err := fsys.Lookup(p)
+	if err != nil {
+		var pe *checkoutfs.PathError
+		if errors.As(err, &pe) && pe.Link == "" {
+			return nil, fmt.Errorf("%w: path %q %v", ErrBuild, p, pe.Err)
+		}
+		return nil, fmt.Errorf("%w: path %q: %v", ErrBuild, p, err)
+	}
+	if !isDir {
+		return nil, fmt.Errorf("%w: path %q is not a folder of the checkout", ErrBuild, p)
+	}
+	if kustomizationFile(fsys, dir) == "" {
+		if err := generate(ctx, fsys, dir); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrBuild, explain(err, fsys.Reads()))
+		}
+	}
+	var res []*resource.Resource
+	ok := false
+	if !o.krustyOnly {
+		if res, ok, err = simple(ctx, fsys, dir); err != nil {
+			return nil, err
+		}
+	}
+	if ok {
+		if o.order == LegacyOrder {
+			legacySort(res)
+		}
+		return fromResources(res)
+	}
+	resp, err := runChild(ctx, request{Root: root, Path: dir, Virtual: fsys.Virtual(), Legacy: o.order == LegacyOrder})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrBuild, err)
+	}
+	if resp.Error != "" {
+		return nil, fmt.Errorf("%w: %s", ErrBuild, resp.Error)
+	}
+	out := make([]*unstructured.Unstructured, 0, len(resp.Objects))
+	for _, b := range resp.Objects {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, fmt.Errorf("%w: kustomize build %s: an object: %v", ErrBuild, dir, err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// kustomizationFile returns the name of the kustomization file in the
+// resolved folder dir, or "".
+func kustomizationFile(fsys *checkoutfs.FS, dir string) string {
 	for _, n := range konfig.RecognizedKustomizationFileNames() {
-		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+		if _, isDir, err := fsys.Lookup(path.Join(dir, n)); err == nil && !isDir {
 			return n
 		}
 	}
 	return ""
 }
 
-func kustomize(root, dir string) ([]*unstructured.Unstructured, error) {
-	if err := refuseRemote(root, dir, map[string]bool{}); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBuild, err)
-	}
-	opts := krusty.MakeDefaultOptions()
-	opts.LoadRestrictions = types.LoadRestrictionsRootOnly
-	// Helm charts would be downloaded and run: not from a synchronizer.
-	opts.PluginConfig.HelmConfig.Enabled = false
-	k := krusty.MakeKustomizer(opts)
-	rm, err := k.Run(&confined{FileSystem: filesys.MakeFsOnDisk(), root: root}, dir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: kustomize build %s: %v", ErrBuild, rel(root, dir), err)
-	}
-	var out []*unstructured.Unstructured
-	for _, r := range rm.Resources() {
-		// Through JSON, so numbers are int64/float64 as client-go expects
-		// (kyaml's Map gives int, which DeepCopy refuses).
-		b, err := r.MarshalJSON()
+// fromResources converts Kustomize's resources to the objects the apply
+// engine takes, through JSON so numbers are int64/float64 as client-go
+// expects (kyaml's Map gives int, which DeepCopy refuses). It decodes each
+// YAML node as kyaml's RNode.MarshalJSON (what krusty's output goes
+// through) does, without printing it to YAML text and parsing it back,
+// which took half the fast path's time.
+func fromResources(res []*resource.Resource) ([]*unstructured.Unstructured, error) {
+	out := make([]*unstructured.Unstructured, 0, len(res))
+	for _, r := range res {
+		m := map[string]any{}
+		if err := r.YNode().Decode(&m); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBuild, r.CurId(), err)
+		}
+		b, err := json.Marshal(m)
 		if err != nil {
-			return nil, fmt.Errorf("%w: kustomize build %s: %s: %v", ErrBuild, rel(root, dir), r.CurId(), err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBuild, r.CurId(), err)
 		}
 		u := &unstructured.Unstructured{}
 		if err := u.UnmarshalJSON(b); err != nil {
-			return nil, fmt.Errorf("%w: kustomize build %s: %s: %v", ErrBuild, rel(root, dir), r.CurId(), err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBuild, r.CurId(), err)
 		}
 		out = append(out, u)
 	}
 	return out, nil
 }
 
-// refuseRemote walks the kustomizations dir reaches and refuses any
-// resource, base or component that is not a path: Kustomize would fetch
-// it over the network, which a synchronizer must never do.
-func refuseRemote(root, dir string, seen map[string]bool) error {
-	if seen[dir] {
-		return nil
-	}
-	seen[dir] = true
-	name := kustomization(dir)
-	if name == "" {
-		return nil
-	}
-	data, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return err
-	}
-	var k struct {
-		Resources  []string `json:"resources"`
-		Bases      []string `json:"bases"`
-		Components []string `json:"components"`
-	}
-	if err := yaml.Unmarshal(data, &k); err != nil {
-		return fmt.Errorf("%s: %v", rel(root, filepath.Join(dir, name)), err)
-	}
-	for _, entry := range append(append(k.Resources, k.Bases...), k.Components...) {
-		if remote(entry) {
-			return fmt.Errorf("%s: remote resource %q: only files inside the checkout are read", rel(root, filepath.Join(dir, name)), entry)
-		}
-		target, err := inside(root, filepath.Join(dir, filepath.FromSlash(entry)))
-		if err != nil {
-			return fmt.Errorf("%s: resource %q: %v", rel(root, filepath.Join(dir, name)), entry, err)
-		}
-		if st, err := os.Stat(target); err == nil && st.IsDir() {
-			if err := refuseRemote(root, target, seen); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func remote(entry string) bool {
-	return strings.Contains(entry, "://") || strings.HasPrefix(entry, "git@") || strings.Contains(entry, "?ref=") ||
-		strings.HasPrefix(entry, "github.com/") || strings.HasPrefix(entry, "gitlab.com/") || strings.HasPrefix(entry, "bitbucket.org/")
-}
-
-// plain reads every .yaml, .yml and .json file under dir, in path order.
-func plain(root, dir string) ([]*unstructured.Unstructured, error) {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != dir {
-			return filepath.SkipDir
-		}
-		switch strings.ToLower(filepath.Ext(p)) {
-		case ".yaml", ".yml", ".json":
-			if _, err := inside(root, p); err != nil {
-				return fmt.Errorf("%s: %v", rel(root, p), err)
-			}
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrBuild, rel(root, dir), err)
-	}
-	sort.Strings(files)
-	var out []*unstructured.Unstructured
-	for _, f := range files {
-		objs, err := decodeFile(root, f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, objs...)
-	}
-	return out, nil
-}
-
-// decodeFile reads the objects of one YAML or JSON file (several
-// documents, or a List).
-func decodeFile(root, f string) ([]*unstructured.Unstructured, error) {
-	data, err := os.ReadFile(f)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBuild, err)
-	}
-	var out []*unstructured.Unstructured
-	// YAML 1.2, as Kustomize reads it: `n`, `on` and `yes` stay strings.
-	dec := yamlv3.NewDecoder(bytes.NewReader(data))
-	for i := 1; ; i++ {
-		var doc any
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
-		}
-		if doc == nil {
+// checkSecrets refuses a Secret whose data is not base64, before the API
+// server sees it, naming the field and never the value.
+func checkSecrets(objs []*unstructured.Unstructured) error {
+	var errs []error
+	for _, o := range objs {
+		if o.GetKind() != "Secret" || o.GroupVersionKind().Group != "" {
 			continue
 		}
-		// Through JSON, so values have the types client-go expects.
-		j, err := json.Marshal(doc)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(j, &m); err != nil {
-			return nil, fmt.Errorf("%w: %s: document %d: not a mapping", ErrBuild, rel(root, f), i)
-		}
-		if len(m) == 0 {
+		data, ok := o.Object["data"].(map[string]any)
+		if !ok {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: m}
-		if u.IsList() {
-			l, err := u.ToList()
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: document %d: %v", ErrBuild, rel(root, f), i, err)
+		keys := make([]string, 0, len(data))
+		for k := range data {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			s, isString := data[k].(string)
+			if !isString {
+				errs = append(errs, fmt.Errorf("Secret %s: data.%s: not a string (data holds base64-encoded strings)", objectName(o), k))
+				continue
 			}
-			for j := range l.Items {
-				out = append(out, &l.Items[j])
+			if _, err := base64.StdEncoding.DecodeString(s); err != nil {
+				errs = append(errs, fmt.Errorf("Secret %s: data.%s: not valid base64 (data holds base64-encoded values; put plain text under stringData)", objectName(o), k))
 			}
-			continue
-		}
-		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
-			return nil, fmt.Errorf("%w: %s: document %d: want apiVersion, kind and metadata.name", ErrBuild, rel(root, f), i)
-		}
-		out = append(out, u)
-	}
-	return out, nil
-}
-
-// inside resolves p's symbolic links and makes sure it stays under root.
-func inside(root, p string) (string, error) {
-	resolved, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			// Not there (yet): judge the path as written.
-			resolved = filepath.Clean(p)
-		} else {
-			return "", err
 		}
 	}
-	r, err := filepath.Rel(root, resolved)
-	if err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
-		return "", errors.New("escapes the checkout")
-	}
-	return resolved, nil
+	return errors.Join(errs...)
 }
 
-func rel(root, p string) string {
-	if r, err := filepath.Rel(root, p); err == nil {
-		return filepath.ToSlash(r)
+func objectName(o *unstructured.Unstructured) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return ns + "/" + o.GetName()
 	}
-	return p
+	return o.GetName()
 }
-
-// confined is the on-disk file system, read-only and limited to root.
-type confined struct {
-	filesys.FileSystem
-	root string
-}
-
-func (c *confined) check(p string) error {
-	if _, err := inside(c.root, p); err != nil {
-		return fmt.Errorf("%s: %v", p, err)
-	}
-	return nil
-}
-
-func (c *confined) Open(p string) (filesys.File, error) {
-	if err := c.check(p); err != nil {
-		return nil, err
-	}
-	return c.FileSystem.Open(p)
-}
-
-func (c *confined) ReadFile(p string) ([]byte, error) {
-	if err := c.check(p); err != nil {
-		return nil, err
-	}
-	return c.FileSystem.ReadFile(p)
-}
-
-func (c *confined) ReadDir(p string) ([]string, error) {
-	if err := c.check(p); err != nil {
-		return nil, err
-	}
-	return c.FileSystem.ReadDir(p)
-}
-
-func (c *confined) CleanedAbs(p string) (filesys.ConfirmedDir, string, error) {
-	d, f, err := c.FileSystem.CleanedAbs(p)
-	if err != nil {
-		return d, f, err
-	}
-	if err := c.check(string(d)); err != nil {
-		return "", "", err
-	}
-	return d, f, nil
-}
-
-func (c *confined) Exists(p string) bool { return c.check(p) == nil && c.FileSystem.Exists(p) }
-func (c *confined) IsDir(p string) bool  { return c.check(p) == nil && c.FileSystem.IsDir(p) }
-
-func (c *confined) Create(p string) (filesys.File, error) { return nil, errReadOnly }
-func (c *confined) Mkdir(string) error                    { return errReadOnly }
-func (c *confined) MkdirAll(string) error                 { return errReadOnly }
-func (c *confined) RemoveAll(string) error                { return errReadOnly }
-func (c *confined) WriteFile(string, []byte) error        { return errReadOnly }
-
-var errReadOnly = errors.New("the checkout is read-only to the build")

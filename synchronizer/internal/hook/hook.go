@@ -5,17 +5,22 @@
 package hook
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"hash"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
+
+	"driftless.dev/shared/webhook"
 )
+
+// MaxConcurrent bounds requests read before they are authenticated.
+const MaxConcurrent = 8
 
 // Handler serves the webhook.
 type Handler struct {
@@ -31,6 +36,9 @@ type Handler struct {
 	// 503 so the sender retries.
 	Leading func() bool
 	Log     *zap.Logger
+
+	once sync.Once
+	gate *webhook.Gate
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -38,84 +46,134 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST a push event", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if err != nil {
-		http.Error(w, "read body", http.StatusBadRequest)
+	h.once.Do(func() { h.gate = webhook.NewGate(MaxConcurrent) })
+	if !h.gate.Enter() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many webhook requests in flight; retry", http.StatusServiceUnavailable)
 		return
 	}
-	sender, ok := h.authenticate(r, body)
+	defer h.gate.Leave()
+	sender, mac, sig, ok := h.proof(r)
 	if !ok {
 		// Never echo what was sent: it may be a near-miss secret.
 		http.Error(w, "missing or wrong signature", http.StatusUnauthorized)
+		return
+	}
+	// The body streams through the MAC while the one field needed is
+	// picked out, so a large payload costs no more memory than a small one.
+	limited := &io.LimitedReader{R: r.Body, N: webhook.MaxBody + 1}
+	var body io.Reader = limited
+	if mac != nil {
+		body = io.TeeReader(limited, mac)
+	}
+	ref, perr := pushRef(body)
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return
+	}
+	if limited.N <= 0 {
+		http.Error(w, "body larger than 25 MiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	if mac != nil && !webhook.Valid(mac, sig) {
+		http.Error(w, "missing or wrong signature", http.StatusUnauthorized)
+		return
+	}
+	if perr != nil {
+		http.Error(w, "body is not a JSON object: "+perr.Error(), http.StatusBadRequest)
 		return
 	}
 	if h.Leading != nil && !h.Leading() {
 		http.Error(w, "not the leader; retry", http.StatusServiceUnavailable)
 		return
 	}
-	var push struct {
-		Ref string `json:"ref"`
-	}
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &push); err != nil {
-			http.Error(w, "body is not a JSON object: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
 	w.Header().Set("Content-Type", "application/json")
-	if push.Ref != "" && h.Ref != "" && push.Ref != h.Ref {
-		h.Log.Debug("git push to another ref", zap.String("sender", sender), zap.String("ref", push.Ref))
-		_ = json.NewEncoder(w).Encode(map[string]any{"triggered": false, "reason": "push to " + push.Ref + ", following " + h.Ref})
+	if ref != "" && h.Ref != "" && ref != h.Ref {
+		h.Log.Debug("git push to another ref", zap.String("sender", sender), zap.String("ref", ref))
+		_ = json.NewEncoder(w).Encode(map[string]any{"triggered": false, "reason": "push to " + ref + ", following " + h.Ref})
 		return
 	}
 	h.Trigger()
-	h.Log.Info("git push webhook", zap.String("sender", sender), zap.String("ref", push.Ref))
+	h.Log.Info("git push webhook", zap.String("sender", sender), zap.String("ref", ref))
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]any{"triggered": true})
 }
 
-// authenticate checks whichever proof the sender's kind presents.
-func (h *Handler) authenticate(r *http.Request, body []byte) (string, bool) {
-	sig := func(header, prefix string) (string, bool) {
-		v := r.Header.Get(header)
-		if v == "" || !strings.HasPrefix(v, prefix) {
-			return "", false
-		}
-		return strings.TrimPrefix(v, prefix), true
-	}
+// proof says which kind of sender this is and what must be checked once
+// the body is read: a MAC to compare with sig, or nothing (GitLab sends
+// the secret itself, compared here; no secret configured).
+func (h *Handler) proof(r *http.Request) (sender string, mac hash.Hash, sig string, ok bool) {
 	if len(h.Secret) == 0 {
-		return "unauthenticated", true
+		return "unauthenticated", nil, "", true
 	}
-	if v, ok := sig("X-Hub-Signature-256", "sha256="); ok {
-		return "github", h.validMAC(body, v)
+	for _, s := range []struct{ header, prefix, name string }{
+		{"X-Hub-Signature-256", "sha256=", "github"},
+		{"X-Gitea-Signature", "", "gitea"},
+		{"X-Driftless-Signature", "sha256=", "generic"},
+	} {
+		if v := r.Header.Get(s.header); v != "" && strings.HasPrefix(v, s.prefix) {
+			return s.name, webhook.NewMAC(h.Secret), strings.TrimPrefix(v, s.prefix), true
+		}
 	}
-	if v, ok := sig("X-Gitea-Signature", ""); ok {
-		return "gitea", h.validMAC(body, v)
+	if v := r.Header.Get("X-Gitlab-Token"); v != "" {
+		return "gitlab", nil, "", subtle.ConstantTimeCompare([]byte(v), h.Secret) == 1
 	}
-	if v, ok := sig("X-Driftless-Signature", "sha256="); ok {
-		return "generic", h.validMAC(body, v)
-	}
-	if v, ok := sig("X-Gitlab-Token", ""); ok {
-		// GitLab sends the secret itself, not a signature.
-		return "gitlab", subtle.ConstantTimeCompare([]byte(v), h.Secret) == 1
-	}
-	return "", false
+	return "", nil, "", false
 }
 
-func (h *Handler) validMAC(body []byte, hexSig string) bool {
-	got, err := hex.DecodeString(hexSig)
+// pushRef reads the top-level "ref" of a JSON object, skipping every
+// other value token by token (a push's commit list can be megabytes). An
+// empty body is an empty push.
+func pushRef(r io.Reader) (string, error) {
+	dec := json.NewDecoder(r)
+	tok, err := dec.Token()
+	if errors.Is(err, io.EOF) {
+		return "", nil
+	}
 	if err != nil {
-		return false
+		return "", err
 	}
-	m := hmac.New(sha256.New, h.Secret)
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return "", errors.New("want an object")
+	}
+	ref := ""
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		if key == "ref" {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return "", err
+			}
+			ref, _ = v.(string)
+			continue
+		}
+		if err := skip(dec); err != nil {
+			return "", err
+		}
+	}
+	_, err = dec.Token()
+	return ref, err
 }
 
-// Sign returns the X-Driftless-Signature (and GitHub) header value for
-// body: what a generic sender computes.
-func Sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+// skip consumes one value.
+func skip(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
 }

@@ -1,14 +1,17 @@
 package hook_test
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
+	"driftless.dev/shared/webhook"
 	"driftless.dev/synchronizer/internal/hook"
 )
 
@@ -18,7 +21,7 @@ func TestSendersAndSignatures(t *testing.T) {
 	leading := true
 	h := &hook.Handler{Secret: secret, Ref: "refs/heads/main", Trigger: func() { fired.Add(1) }, Leading: func() bool { return leading }, Log: zap.NewNop()}
 	body := `{"ref":"refs/heads/main","after":"abc"}`
-	sig := hook.Sign(secret, []byte(body))
+	sig := webhook.Sign(secret, []byte(body))
 	cases := []struct {
 		name   string
 		header map[string]string
@@ -29,13 +32,13 @@ func TestSendersAndSignatures(t *testing.T) {
 		{"github", map[string]string{"X-Hub-Signature-256": sig, "X-GitHub-Event": "push"}, body, 202, true},
 		{"gitea", map[string]string{"X-Gitea-Signature": strings.TrimPrefix(sig, "sha256=")}, body, 202, true},
 		{"gitlab", map[string]string{"X-Gitlab-Token": "hook-s3cret"}, body, 202, true},
-		{"generic", map[string]string{"X-Driftless-Signature": hook.Sign(secret, []byte(`{}`))}, `{}`, 202, true},
-		{"bad signature", map[string]string{"X-Hub-Signature-256": hook.Sign([]byte("wrong"), []byte(body))}, body, 401, false},
+		{"generic", map[string]string{"X-Driftless-Signature": webhook.Sign(secret, []byte(`{}`))}, `{}`, 202, true},
+		{"bad signature", map[string]string{"X-Hub-Signature-256": webhook.Sign([]byte("wrong"), []byte(body))}, body, 401, false},
 		{"body changed after signing", map[string]string{"X-Hub-Signature-256": sig}, `{"ref":"refs/heads/main","after":"evil"}`, 401, false},
 		{"wrong gitlab token", map[string]string{"X-Gitlab-Token": "nope"}, body, 401, false},
 		{"no proof", nil, body, 401, false},
-		{"another branch", map[string]string{"X-Hub-Signature-256": hook.Sign(secret, []byte(`{"ref":"refs/heads/dev"}`))}, `{"ref":"refs/heads/dev"}`, 200, false},
-		{"not JSON", map[string]string{"X-Driftless-Signature": hook.Sign(secret, []byte(`nope`))}, `nope`, 400, false},
+		{"another branch", map[string]string{"X-Hub-Signature-256": webhook.Sign(secret, []byte(`{"ref":"refs/heads/dev"}`))}, `{"ref":"refs/heads/dev"}`, 200, false},
+		{"not JSON", map[string]string{"X-Driftless-Signature": webhook.Sign(secret, []byte(`nope`))}, `nope`, 400, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -61,5 +64,71 @@ func TestSendersAndSignatures(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("standby replica answered %d", rec.Code)
+	}
+}
+
+// A push payload of many megabytes is read as a stream: accepted when
+// signed, refused when the signature does not match, and a body over the
+// limit is refused outright.
+func TestLargeBodiesStream(t *testing.T) {
+	secret := []byte("hook-s3cret")
+	var fired atomic.Int32
+	h := &hook.Handler{Secret: secret, Ref: "refs/heads/main", Trigger: func() { fired.Add(1) }, Log: zap.NewNop()}
+	big := `{"commits":[` + strings.Repeat(`{"message":"`+strings.Repeat("x", 1000)+`"},`, 5000) + `{}],"ref":"refs/heads/main"}`
+	send := func(body, sig string) int {
+		req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader(body))
+		req.Header.Set("X-Hub-Signature-256", sig)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := send(big, webhook.Sign(secret, []byte(big))); code != http.StatusAccepted || fired.Load() != 1 {
+		t.Fatalf("5 MB signed push: %d, fired %d", code, fired.Load())
+	}
+	if code := send(big, webhook.Sign([]byte("wrong"), []byte(big))); code != http.StatusUnauthorized {
+		t.Fatalf("5 MB push, wrong signature: %d", code)
+	}
+	huge := strings.Repeat(" ", webhook.MaxBody+1)
+	if code := send(huge, webhook.Sign(secret, []byte(huge))); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("body over the limit: %d", code)
+	}
+}
+
+// Requests whose bodies are still being read are capped: a sender that
+// stalls many of them gets 503 for the rest instead of the heap.
+func TestUnauthenticatedReadsAreCapped(t *testing.T) {
+	h := &hook.Handler{Secret: []byte("s"), Ref: "refs/heads/main", Trigger: func() {}, Log: zap.NewNop()}
+	release := make(chan struct{})
+	done := make(chan int, hook.MaxConcurrent)
+	for range hook.MaxConcurrent {
+		pr, pw := io.Pipe()
+		go func() { <-release; pw.Close() }()
+		req := httptest.NewRequest(http.MethodPost, "/hooks/git", pr)
+		req.Header.Set("X-Hub-Signature-256", "sha256=00")
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			done <- rec.Code
+		}()
+	}
+	// Wait until every slot is taken: a further request is turned away.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader("{}"))
+		req.Header.Set("X-Hub-Signature-256", "sha256=00")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with %d stalled readers a new request got %d, want 503", hook.MaxConcurrent, rec.Code)
+		}
+	}
+	close(release)
+	for range hook.MaxConcurrent {
+		if code := <-done; code != http.StatusUnauthorized {
+			t.Fatalf("stalled request ended with %d", code)
+		}
 	}
 }

@@ -5,10 +5,13 @@
 package inventory
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -21,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+
+	"driftless.dev/synchronizer/internal/apply"
 )
 
 // The ApplySet conventions, and Driftless's own annotation.
@@ -54,10 +59,35 @@ const (
 	Suspended   Phase = "Suspended"
 )
 
+// Reason says why the status is what it is, in PascalCase as Flux's
+// conditions do; metrics and Events use the same words.
+type Reason string
+
+// Reasons.
+const (
+	ReasonStarting          Reason = "Starting"
+	ReasonApplied           Reason = "Applied"
+	ReasonProgressing       Reason = "Progressing"
+	ReasonSuspended         Reason = "Suspended"
+	ReasonFetchFailed       Reason = "FetchFailed"
+	ReasonUntrusted         Reason = "UntrustedRevision"
+	ReasonRewound           Reason = "RewoundRevision"
+	ReasonBuildFailed       Reason = "BuildFailed"
+	ReasonEmptyRender       Reason = "EmptyRender"
+	ReasonValidationFailed  Reason = "ValidationFailed"
+	ReasonApplyFailed       Reason = "ApplyFailed"
+	ReasonPruneFailed       Reason = "PruneFailed"
+	ReasonPruneLimit        Reason = "PruneLimit"
+	ReasonHealthCheckFailed Reason = "HealthCheckFailed"
+	ReasonInventoryFailed   Reason = "InventoryFailed"
+	ReasonDriftCorrected    Reason = "DriftCorrected"
+	ReasonKept              Reason = "Kept"
+)
+
 // Status is what a user reads to know where the cluster stands.
 type Status struct {
 	Phase   Phase  `json:"phase"`
-	Reason  string `json:"reason,omitempty"`
+	Reason  Reason `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
 	// Revision is the last revision fetched; LastAppliedRevision the last
 	// one applied in full (they differ while a bad commit is refused).
@@ -79,11 +109,35 @@ func (s Status) Equal(o Status) bool {
 
 // State is the parent's content.
 type State struct {
-	Exists     bool
-	GroupKinds []schema.GroupKind
-	Namespaces []string
-	Suspended  bool
-	Status     Status
+	Exists bool
+	// Members are the objects the synchronizer applied, with the prune
+	// choice Git declared for each: what a prune may consider, and
+	// nothing else.
+	Members   []apply.Member
+	Suspended bool
+	Status    Status
+}
+
+// GroupKinds of the members, sorted.
+func (s State) GroupKinds() []schema.GroupKind {
+	var gks []schema.GroupKind
+	for _, m := range s.Members {
+		gks = append(gks, m.GroupKind())
+	}
+	slices.SortFunc(gks, func(a, b schema.GroupKind) int { return strings.Compare(a.String(), b.String()) })
+	return slices.Compact(gks)
+}
+
+// Namespaces the members live in, sorted.
+func (s State) Namespaces() []string {
+	var ns []string
+	for _, m := range s.Members {
+		if m.Namespace != "" {
+			ns = append(ns, m.Namespace)
+		}
+	}
+	slices.Sort(ns)
+	return slices.Compact(ns)
 }
 
 // Store reads and writes the parent.
@@ -119,35 +173,29 @@ func (s *Store) Read(ctx context.Context) (State, error) {
 	}
 	ann := cm.GetAnnotations()
 	st := State{Exists: true, Suspended: ann[SuspendAnnotation] == "true"}
-	for _, gk := range split(ann[GroupKindsAnnotation]) {
-		st.GroupKinds = append(st.GroupKinds, schema.ParseGroupKind(gk))
-	}
-	st.Namespaces = split(ann[NamespacesAnnotation])
 	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
 	st.Status = decode(data)
+	if b64, ok, _ := unstructured.NestedString(cm.Object, "binaryData", membersKey); ok {
+		if st.Members, err = decodeMembers(b64); err != nil {
+			return State{}, fmt.Errorf("read ApplySet parent ConfigMap %s/%s: binaryData.%s: %w", s.parent.Namespace, s.parent.Name, membersKey, err)
+		}
+	}
 	return st, nil
 }
 
-func split(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, ",")
-}
-
-// Write server-side-applies the parent with st's kinds, namespaces and
-// status. Annotations others set (suspend) are left alone.
+// Write server-side-applies the parent with st's members and status.
+// The KEP's annotations (kinds and namespaces) are derived from the
+// members. Annotations others set (suspend) are left alone.
 func (s *Store) Write(ctx context.Context, st State) error {
-	gks := make([]string, 0, len(st.GroupKinds))
-	for _, gk := range st.GroupKinds {
+	var gks []string
+	for _, gk := range st.GroupKinds() {
 		gks = append(gks, gk.Kind+"."+gk.Group) // the KEP's <Kind>.<group>, "ConfigMap." for the core group
 	}
-	slices.Sort(gks)
-	gks = slices.Compact(gks)
-	ns := slices.Clone(st.Namespaces)
-	ns = slices.DeleteFunc(ns, func(n string) bool { return n == "" || n == s.parent.Namespace })
-	slices.Sort(ns)
-	ns = slices.Compact(ns)
+	ns := slices.DeleteFunc(st.Namespaces(), func(n string) bool { return n == s.parent.Namespace })
+	members, err := encodeMembers(st.Members)
+	if err != nil {
+		return fmt.Errorf("write ApplySet parent ConfigMap %s/%s: %w", s.parent.Namespace, s.parent.Name, err)
+	}
 	cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap"}}
 	cm.SetName(s.parent.Name)
 	cm.SetNamespace(s.parent.Namespace)
@@ -162,11 +210,69 @@ func (s *Store) Write(ctx context.Context, st State) error {
 		data[k] = v
 	}
 	cm.Object["data"] = data
-	_, err := s.cms.Apply(ctx, s.parent.Name, cm, metav1.ApplyOptions{FieldManager: s.manager, Force: true})
+	cm.Object["binaryData"] = map[string]any{membersKey: members}
+	_, err = s.cms.Apply(ctx, s.parent.Name, cm, metav1.ApplyOptions{FieldManager: s.manager, Force: true})
 	if err != nil {
 		return fmt.Errorf("write ApplySet parent ConfigMap %s/%s: %w", s.parent.Namespace, s.parent.Name, err)
 	}
 	return nil
+}
+
+// membersKey holds the members, one per line, gzipped: 10,000 members
+// take about 100 KiB of the ConfigMap's 1 MiB.
+const membersKey = "members.gz"
+
+// maxMembersBytes leaves room for the status in the 1 MiB ConfigMap.
+const maxMembersBytes = 768 << 10
+
+func encodeMembers(ms []apply.Member) (string, error) {
+	sorted := slices.Clone(ms)
+	apply.SortMembers(sorted)
+	var buf bytes.Buffer
+	// No name or time in the header: equal members give equal bytes.
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	for _, m := range sorted {
+		zw.Write([]byte(memberLine(m) + "\n")) //nolint:errcheck // a bytes.Buffer does not fail
+	}
+	if err := zw.Close(); err != nil {
+		return "", err
+	}
+	if buf.Len() > maxMembersBytes {
+		return "", fmt.Errorf("%d members take %d bytes compressed, more than a ConfigMap can hold; split the path into several synchronizers", len(ms), buf.Len())
+	}
+	return base64.StdEncoding.EncodeToString(buf.Bytes()), nil
+}
+
+func memberLine(m apply.Member) string {
+	return strings.Join([]string{m.Group, m.Kind, m.Namespace, m.Name, m.Prune}, "\t")
+}
+
+func decodeMembers(b64 string) ([]apply.Member, error) {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("not gzip: %w", err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("not gzip: %w", err)
+	}
+	var out []apply.Member
+	for i, line := range strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 5 {
+			return nil, fmt.Errorf("line %d: want 5 tab-separated fields", i+1)
+		}
+		out = append(out, apply.Member{Key: apply.Key{Group: f[0], Kind: f[1], Namespace: f[2], Name: f[3]}, Prune: f[4]})
+	}
+	apply.SortMembers(out)
+	return out, nil
 }
 
 // SetSuspended sets or clears the suspend annotation (for the CLI).
@@ -187,7 +293,7 @@ func (s *Store) SetSuspended(ctx context.Context, on bool) error {
 func encode(s Status) map[string]string {
 	m := map[string]string{
 		"phase":               string(s.Phase),
-		"reason":              s.Reason,
+		"reason":              string(s.Reason),
 		"message":             s.Message,
 		"revision":            s.Revision,
 		"lastAppliedRevision": s.LastAppliedRevision,
@@ -204,7 +310,7 @@ func encode(s Status) map[string]string {
 
 func decode(d map[string]string) Status {
 	s := Status{
-		Phase: Phase(d["phase"]), Reason: d["reason"], Message: d["message"],
+		Phase: Phase(d["phase"]), Reason: Reason(d["reason"]), Message: d["message"],
 		Revision: d["revision"], LastAppliedRevision: d["lastAppliedRevision"],
 	}
 	s.LastSyncTime, _ = time.Parse(time.RFC3339, d["lastSyncTime"])

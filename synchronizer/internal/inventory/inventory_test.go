@@ -1,8 +1,12 @@
 package inventory
 
 import (
+	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"driftless.dev/synchronizer/internal/apply"
 )
 
 // The id is the one kubectl computes for a ConfigMap parent
@@ -34,5 +38,38 @@ func TestStatusRoundTripAndEquality(t *testing.T) {
 	later.Counts = map[string]int{"created": 3}
 	if later.Equal(s) {
 		t.Fatal("different counts compared equal")
+	}
+}
+
+// Members survive the trip through the ConfigMap, in one order, and
+// 10,000 of them fit with room to spare.
+func TestMembersRoundTrip(t *testing.T) {
+	var ms []apply.Member
+	for i := range 10000 {
+		ms = append(ms, apply.Member{Key: apply.Key{Kind: "ConfigMap", Namespace: "team-" + strconv.Itoa(i%50), Name: "cm-" + strconv.Itoa(i)}})
+	}
+	ms = append(ms, apply.Member{Key: apply.Key{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition", Name: "widgets.example.com"}, Prune: "enabled"})
+	enc, err := encodeMembers(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enc) > 300<<10 {
+		t.Fatalf("10,001 members take %d bytes", len(enc))
+	}
+	got, err := decodeMembers(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(ms)
+	apply.SortMembers(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("round trip lost members: %d of %d", len(got), len(want))
+	}
+	again, _ := encodeMembers(got)
+	if again != enc {
+		t.Fatal("equal members encode to different bytes: every pass would write")
+	}
+	if _, err := decodeMembers("not base64!"); err == nil {
+		t.Fatal("garbage decoded")
 	}
 }

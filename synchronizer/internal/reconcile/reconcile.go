@@ -1,6 +1,7 @@
-// Package reconcile runs the synchronizer's loop: fetch, build, validate
-// and apply, prune, then follow drift and health until the next revision,
-// recording status in the ApplySet parent.
+// Package reconcile runs the synchronizer's loop: one pass reads the
+// state recorded in the cluster, fetches and builds the revision, plans
+// and applies it, prunes what left Git and records the outcome; between
+// passes it heals drift and follows health.
 package reconcile
 
 import (
@@ -16,7 +17,6 @@ import (
 	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"driftless.dev/synchronizer/internal/apply"
 	"driftless.dev/synchronizer/internal/inventory"
@@ -30,7 +30,7 @@ type Fetcher interface {
 }
 
 // Builder renders the objects of path inside a checkout.
-type Builder func(root, path string) ([]*unstructured.Unstructured, error)
+type Builder func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error)
 
 // Store keeps the inventory and status.
 type Store interface {
@@ -47,16 +47,16 @@ type Recorder interface {
 type Config struct {
 	// Path inside the checkout to build.
 	Path string
-	// Interval between fetches when no webhook comes.
+	// Interval between fetches when no webhook comes. Default 1m.
 	Interval time.Duration
 	// Resync applies everything again (ignoring what is remembered) this
 	// often: the safety net under the watches.
 	Resync time.Duration
 	// HealthTimeout is how long objects may take to become Current after
-	// an apply before the status says Stalled.
+	// an apply before the status says Stalled. Default 5m.
 	HealthTimeout time.Duration
-	// AllowEmpty lets a render with no objects prune everything.
-	AllowEmpty bool
+	// PassTimeout bounds one pass. Default 10m.
+	PassTimeout time.Duration
 }
 
 // Reconciler is one synchronizer's loop.
@@ -74,15 +74,57 @@ type Reconciler struct {
 	// Loop state, touched by the loop goroutine only.
 	objs       []*unstructured.Unstructured
 	tree       string
+	broken     *Failure // the build of tree failed: not retried until the tree changes
 	lastResync time.Time
 	appliedAt  time.Time
-	pending    bool            // a prune or apply is still owed
 	written    inventory.State // what the parent holds
 	loaded     bool
 
-	mu     sync.Mutex
-	status inventory.Status
-	passes int
+	mu        sync.Mutex
+	status    inventory.Status
+	passes    int
+	passStart time.Time // zero between passes
+	history   []PassRecord
+	desired   Desired
+	members   []apply.Member
+}
+
+// historyLen is how many passes History keeps.
+const historyLen = 100
+
+// PassRecord is one pass as history shows it.
+type PassRecord struct {
+	Start    time.Time        `json:"start"`
+	Duration time.Duration    `json:"duration"`
+	Revision string           `json:"revision,omitempty"`
+	Result   string           `json:"result"`
+	Reason   inventory.Reason `json:"reason,omitempty"`
+	Message  string           `json:"message,omitempty"`
+	Counts   map[string]int   `json:"counts,omitempty"`
+	Took     Timings          `json:"took"`
+}
+
+// History is the last passes, newest first.
+func (r *Reconciler) History() []PassRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.history)
+	slices.Reverse(out)
+	return out
+}
+
+// Desired is the render of the last revision built: what the loop holds
+// the cluster to, for a diff or a page.
+type Desired struct {
+	Revision source.Revision
+	Objects  []*unstructured.Unstructured
+}
+
+// Desired returns the last render and the inventory a pass prunes from.
+func (r *Reconciler) Desired() (Desired, []apply.Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired, slices.Clone(r.members)
 }
 
 // New returns a reconciler.
@@ -93,8 +135,11 @@ func New(cfg Config, src Fetcher, build Builder, eng *apply.Engine, store Store,
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 5 * time.Minute
 	}
+	if cfg.PassTimeout <= 0 {
+		cfg.PassTimeout = 10 * time.Minute
+	}
 	return &Reconciler{cfg: cfg, src: src, build: build, eng: eng, store: store, events: events, metrics: m, log: log,
-		trigger: make(chan struct{}, 1), status: inventory.Status{Phase: inventory.Reconciling, Reason: "Starting"}}
+		trigger: make(chan struct{}, 1), status: inventory.Status{Phase: inventory.Reconciling, Reason: inventory.ReasonStarting}}
 }
 
 // Trigger asks for a pass as soon as possible (a webhook).
@@ -121,6 +166,19 @@ func (r *Reconciler) Passes() int {
 	return r.passes
 }
 
+// Live reports a loop that no longer makes progress: a pass running
+// longer than its timeout allows (something that ignores its context),
+// so /healthz fails and the kubelet restarts the Pod.
+func (r *Reconciler) Live() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	limit := r.cfg.PassTimeout + min(time.Minute, r.cfg.PassTimeout/2)
+	if !r.passStart.IsZero() && time.Since(r.passStart) > limit {
+		return fmt.Errorf("a pass has run for %s, more than its timeout of %s", time.Since(r.passStart).Round(time.Second), r.cfg.PassTimeout)
+	}
+	return nil
+}
+
 // Run passes at every interval or trigger, heals drift as soon as it is
 // seen, and follows health, until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) {
@@ -135,7 +193,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 			return
 		case <-timer.C:
 		case <-r.trigger:
-		case <-r.eng.Notify():
+		case <-r.eng.Tracker().Notify():
 			r.heal(ctx)
 			r.refreshHealth(ctx)
 			continue
@@ -155,171 +213,276 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
-// failure is a pass that stopped, with the reason status and metrics use.
-type failure struct {
-	reason string
-	err    error
+// Failure is a pass that stopped: the reason status and metrics use, and
+// the error.
+type Failure struct {
+	Reason inventory.Reason
+	Err    error
 }
 
-func (f *failure) Error() string { return f.err.Error() }
+func (f *Failure) Error() string { return f.Err.Error() }
+func (f *Failure) Unwrap() error { return f.Err }
 
-// Pass runs one reconcile pass and returns its report.
-func (r *Reconciler) Pass(ctx context.Context) (apply.Report, error) {
+func fail(reason inventory.Reason, err error) *Failure { return &Failure{Reason: reason, Err: err} }
+
+// Result is one pass, as data.
+type Result struct {
+	Revision  source.Revision
+	Suspended bool
+	Changes   apply.ChangeSet
+	Pruned    apply.PruneReport
+	// Err is nil or a *Failure.
+	Err  error
+	Took Timings
+}
+
+// Changed reports whether the pass changed the cluster.
+func (res Result) Changed() bool {
+	return res.Changes.Changed() > 0 || len(res.Pruned.Results) > 0
+}
+
+// Timings of a pass's phases, for the log and the benchmarks.
+type Timings struct{ Fetch, Build, Plan, Apply, Prune time.Duration }
+
+// Pass runs one reconcile pass and records its outcome.
+func (r *Reconciler) Pass(ctx context.Context) Result {
 	start := time.Now()
-	rep, prep, rev, err := r.pass(ctx)
-	var f *failure
+	r.mu.Lock()
+	r.passStart = start
+	r.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PassTimeout)
+	res := r.pass(pctx)
+	cancel()
+	// Watches outlive the pass: they end with the loop.
+	r.eng.Tracker().Watch(ctx)
+	r.record(ctx, res)
 	result := "unchanged"
 	switch {
-	case errors.As(err, &f) && f.reason == "Suspended":
-		err = nil
+	case res.Suspended:
 		result = "suspended"
-	case err != nil:
+	case res.Err != nil:
 		result = "failed"
-		reason := "Failed"
-		if errors.As(err, &f) {
-			reason = f.reason
-		}
-		r.metrics.Errors.WithLabelValues(reason).Inc()
-		prev := r.Status()
-		r.setStatus(ctx, func(s *inventory.Status) {
-			s.Phase, s.Reason, s.Message = inventory.Stalled, reason, err.Error()
-			if rev.Commit != "" {
-				s.Revision = rev.String()
-			}
-		})
-		if prev.Reason != reason || prev.Message != err.Error() {
-			r.events.Event(true, reason, err.Error())
-		}
-		r.log.Error("pass failed", zap.String("reason", reason), zap.Error(err))
-	case rep.Applied > 0 || len(prep.Results) > 0:
+	case res.Changed():
 		result = "applied"
 	}
-	for _, x := range append(rep.Results, prep.Results...) {
+	for _, x := range append(slices.Clone(res.Changes.Results), res.Pruned.Results...) {
 		r.metrics.Objects.WithLabelValues(string(x.Action)).Inc()
 	}
 	r.metrics.ReconcileSeconds.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	st := r.Status()
+	rec := PassRecord{Start: start, Duration: time.Since(start), Revision: res.Revision.String(), Result: result, Took: res.Took}
+	if res.Changed() {
+		rec.Counts = counts(res)
+	}
+	if res.Err != nil {
+		rec.Reason, rec.Message = st.Reason, st.Message
+	}
 	r.mu.Lock()
 	r.passes++
+	r.passStart = time.Time{}
+	r.history = append(r.history, rec)
+	if len(r.history) > historyLen {
+		r.history = slices.Delete(r.history, 0, len(r.history)-historyLen)
+	}
 	r.mu.Unlock()
-	return rep, err
+	return res
 }
 
-func (r *Reconciler) pass(ctx context.Context) (apply.Report, apply.PruneReport, source.Revision, error) {
-	var rep apply.Report
-	var prep apply.PruneReport
+// pass: readState → fetchAndBuild → apply → prune.
+func (r *Reconciler) pass(ctx context.Context) (res Result) {
+	st, err := r.readState(ctx)
+	if err != nil {
+		res.Err = fail(inventory.ReasonInventoryFailed, err)
+		return res
+	}
+	if res.Suspended = st.Suspended; res.Suspended {
+		return res
+	}
+	if res.Revision, res.Err = r.fetchAndBuild(ctx, &res.Took); res.Err != nil {
+		return res
+	}
+	plan, err := r.apply(ctx, &res)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.Err = r.prune(ctx, plan, &res)
+	return res
+}
+
+// readState reads the parent. The first read of a process also makes
+// the recorded status this process's starting point: what was applied
+// is a fact about the cluster, not about the process that applied it.
+func (r *Reconciler) readState(ctx context.Context) (inventory.State, error) {
 	st, err := r.store.Read(ctx)
 	if err != nil {
-		return rep, prep, source.Revision{}, &failure{"InventoryFailed", err}
+		return st, err
 	}
 	if !r.loaded {
 		r.written, r.loaded = st, true
+		r.mu.Lock()
+		r.members = st.Members
+		if st.Exists && st.Status.Phase != "" {
+			r.status = st.Status
+		}
+		r.mu.Unlock()
 	}
+	r.written.Suspended = st.Suspended
 	r.metrics.Suspended.Set(b2f(st.Suspended))
-	if st.Suspended {
-		r.setStatus(ctx, func(s *inventory.Status) {
-			s.Phase, s.Reason, s.Message = inventory.Suspended, "Suspended", "annotated "+inventory.SuspendAnnotation+"=true: nothing is applied or pruned until it is removed"
-		})
-		return rep, prep, source.Revision{}, &failure{"Suspended", errors.New("suspended")}
-	}
-	var took timings
+	return st, nil
+}
+
+func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.Revision, error) {
 	t0 := time.Now()
 	rev, err := r.src.Fetch(ctx)
-	took.fetch = time.Since(t0)
-	if err != nil {
-		reason := "FetchFailed"
-		if errors.Is(err, source.ErrUntrusted) {
-			reason = "UntrustedRevision"
-		}
-		return rep, prep, rev, &failure{reason, err}
+	took.Fetch = time.Since(t0)
+	switch {
+	case errors.Is(err, source.ErrUntrusted):
+		return rev, fail(inventory.ReasonUntrusted, err)
+	case err != nil:
+		return rev, fail(inventory.ReasonFetchFailed, err)
 	}
-	if rev.Tree != r.tree || r.objs == nil {
-		t0 := time.Now()
-		objs, err := r.build(rev.Dir, r.cfg.Path)
-		took.build = time.Since(t0)
-		if err != nil {
-			return rep, prep, rev, &failure{"BuildFailed", err}
-		}
-		if len(objs) == 0 && !r.cfg.AllowEmpty {
-			return rep, prep, rev, &failure{"EmptyRender", fmt.Errorf("path %q of %s renders no objects: refusing to prune everything (run with --allow-empty if that is intended)", r.cfg.Path, rev)}
-		}
-		r.objs, r.tree, r.pending = objs, rev.Tree, true
+	if rev.Tree == r.tree && r.objs != nil {
+		return rev, nil
 	}
-	force := r.cfg.Resync > 0 && time.Since(r.lastResync) >= r.cfg.Resync
-	// The inventory is widened once the set is valid and before any
-	// member is written, so a crash mid-apply leaves nothing the next
-	// pass cannot find.
-	gks, nss := kinds(r.objs)
-	inv := st
-	inv.GroupKinds = union(st.GroupKinds, gks)
-	inv.Namespaces = unionStrings(st.Namespaces, nss)
-	invErr := errors.New("inventory")
+	if rev.Tree == r.tree && r.broken != nil {
+		// The same tree fails the same way: no rebuild until Git moves.
+		return rev, r.broken
+	}
 	t0 = time.Now()
-	defer func() { took.apply = time.Since(t0) - took.prune }()
-	rep, err = r.eng.Apply(ctx, r.objs, force, func() error {
-		if err := r.writeInventory(ctx, inv); err != nil {
-			return fmt.Errorf("%w: %w", invErr, err)
-		}
-		return nil
-	})
-	r.eng.Watch(ctx)
+	objs, err := r.build(ctx, rev.Dir, r.cfg.Path)
+	took.Build = time.Since(t0)
+	if ctx.Err() != nil {
+		// Out of time, not a broken commit: the next pass builds again.
+		return rev, fail(inventory.ReasonBuildFailed, fmt.Errorf("build of %q at %s did not finish within the pass timeout of %s: %w", r.cfg.Path, rev, r.cfg.PassTimeout, ctx.Err()))
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The build's own limit: the next pass tries again too.
+		return rev, fail(inventory.ReasonBuildFailed, err)
+	}
+	r.tree = rev.Tree
 	if err != nil {
-		var ve *apply.ValidationError
-		switch {
-		case errors.As(err, &ve):
-			return rep, prep, rev, &failure{"ValidationFailed", err}
-		case errors.Is(err, invErr):
-			return rep, prep, rev, &failure{"InventoryFailed", err}
-		}
-		return rep, prep, rev, &failure{"ApplyFailed", err}
+		r.objs, r.broken = nil, fail(inventory.ReasonBuildFailed, fmt.Errorf("%w (not retried until the branch moves)", err))
+		return rev, r.broken
+	}
+	r.objs, r.broken = objs, nil
+	r.mu.Lock()
+	r.desired = Desired{Revision: rev, Objects: objs}
+	r.mu.Unlock()
+	return rev, nil
+}
+
+// apply plans the set (validating all of it), widens the inventory to
+// the plan's members before any write, so a crash mid-apply leaves
+// nothing the next pass cannot find, and executes the plan.
+func (r *Reconciler) apply(ctx context.Context, res *Result) (*apply.Plan, error) {
+	force := r.cfg.Resync > 0 && time.Since(r.lastResync) >= r.cfg.Resync
+	t0 := time.Now()
+	plan, err := r.eng.Plan(ctx, r.objs, apply.PlanOptions{Force: force})
+	res.Took.Plan = time.Since(t0)
+	var ve *apply.ValidationError
+	switch {
+	case errors.Is(err, apply.ErrEmptyRender):
+		return nil, fail(inventory.ReasonEmptyRender, fmt.Errorf("path %q of %s %w", r.cfg.Path, res.Revision, err))
+	case errors.As(err, &ve):
+		return nil, fail(inventory.ReasonValidationFailed, err)
+	case err != nil:
+		return nil, fail(inventory.ReasonApplyFailed, err)
+	}
+	inv := r.written
+	inv.Members = unionMembers(r.written.Members, plan.Members())
+	if err := r.writeInventory(ctx, inv); err != nil {
+		return nil, fail(inventory.ReasonInventoryFailed, err)
+	}
+	t0 = time.Now()
+	res.Changes, err = r.eng.Execute(ctx, plan, apply.ApplyOptions{})
+	res.Took.Apply = time.Since(t0)
+	switch {
+	case errors.As(err, &ve):
+		return nil, fail(inventory.ReasonValidationFailed, err)
+	case err != nil:
+		return nil, fail(inventory.ReasonApplyFailed, err)
 	}
 	if force {
 		r.lastResync = time.Now()
 	}
-	if r.pending || force || len(inv.GroupKinds) > len(gks) {
-		keep := make(map[apply.Key]bool, len(rep.Results))
-		for _, x := range rep.Results {
-			keep[x.Object] = true
-		}
-		tp := time.Now()
-		prep, err = r.eng.Prune(ctx, inv.GroupKinds, keep)
-		took.prune = time.Since(tp)
-		inv.GroupKinds = union(gks, prep.Remaining)
-		inv.Namespaces = nss
-		if werr := r.writeInventory(ctx, inv); werr != nil && err == nil {
-			err = werr
-		}
-		if err != nil {
-			var limit *apply.ErrPruneLimit
-			if errors.As(err, &limit) {
-				return rep, prep, rev, &failure{"PruneLimit", err}
-			}
-			return rep, prep, rev, &failure{"PruneFailed", err}
-		}
-		r.pending = false
-	}
-	changed := rep.Applied > 0 || len(prep.Results) > 0
-	if changed {
-		r.appliedAt = time.Now()
-		r.metrics.LastApplied.SetToCurrentTime()
-		r.events.Event(false, "Applied", summary(rev, rep, prep))
-		took.apply = time.Since(t0) - took.prune
-		r.log.Info("applied", zap.String("revision", rev.String()), zap.Int("applied", rep.Applied),
-			zap.Duration("fetch", took.fetch), zap.Duration("build", took.build), zap.Duration("apply", took.apply), zap.Duration("prune", took.prune),
-			zap.Int("unchanged", rep.Count(apply.Unchanged)), zap.Int("pruned", prep.Count()))
-	}
-	r.metrics.Managed.Set(float64(len(r.objs)))
-	r.setStatus(ctx, func(s *inventory.Status) {
-		s.Revision, s.LastAppliedRevision, s.Objects = rev.String(), rev.String(), len(r.objs)
-		if changed {
-			s.Counts = counts(rep, prep)
-		}
-		r.health(s)
-	})
-	return rep, prep, rev, nil
+	return plan, nil
 }
 
-// timings of a pass's phases, for the log.
-type timings struct{ fetch, build, apply, prune time.Duration }
+// prune removes the members that left Git and narrows the inventory to
+// what stays.
+func (r *Reconciler) prune(ctx context.Context, plan *apply.Plan, res *Result) error {
+	t0 := time.Now()
+	pp := r.eng.PlanPrune(ctx, r.written.Members, plan.Keys())
+	rep, err := r.eng.Prune(ctx, pp)
+	res.Pruned = rep
+	res.Took.Prune = time.Since(t0)
+	inv := r.written
+	inv.Members = unionMembers(plan.Members(), rep.Remaining)
+	if werr := r.writeInventory(ctx, inv); werr != nil && err == nil {
+		return fail(inventory.ReasonInventoryFailed, werr)
+	}
+	var limit *apply.ErrPruneLimit
+	switch {
+	case errors.As(err, &limit):
+		return fail(inventory.ReasonPruneLimit, err)
+	case err != nil:
+		return fail(inventory.ReasonPruneFailed, err)
+	}
+	return nil
+}
+
+// record turns a pass into status, Events, metrics and a log line.
+func (r *Reconciler) record(ctx context.Context, res Result) {
+	var f *Failure
+	switch {
+	case res.Suspended:
+		r.setStatus(ctx, func(s *inventory.Status) {
+			s.Phase, s.Reason, s.Message = inventory.Suspended, inventory.ReasonSuspended, "annotated "+inventory.SuspendAnnotation+"=true: nothing is applied or pruned until it is removed"
+		})
+	case errors.As(res.Err, &f):
+		r.metrics.Errors.WithLabelValues(string(f.Reason)).Inc()
+		prev := r.Status()
+		msg := f.Error()
+		r.setStatus(ctx, func(s *inventory.Status) {
+			// What was applied last stays: only the phase and why change.
+			s.Phase, s.Reason, s.Message = inventory.Stalled, f.Reason, msg
+			if res.Revision.Commit != "" {
+				s.Revision = res.Revision.String()
+			}
+		})
+		if prev.Reason != f.Reason || prev.Message != msg {
+			r.events.Event(true, string(f.Reason), msg)
+		}
+		r.log.Error("pass failed", zap.String("reason", string(f.Reason)), zap.Error(res.Err))
+	default:
+		rev := res.Revision.String()
+		if res.Changed() {
+			r.appliedAt = time.Now()
+			r.metrics.LastApplied.SetToCurrentTime()
+			r.events.Event(false, string(inventory.ReasonApplied), summary(res))
+			r.log.Info("applied", zap.String("revision", rev), zap.Int("changed", res.Changes.Changed()),
+				zap.Int("unchanged", res.Changes.Count(apply.Unchanged)), zap.Int("pruned", res.Pruned.Count()),
+				zap.Duration("fetch", res.Took.Fetch), zap.Duration("build", res.Took.Build), zap.Duration("plan", res.Took.Plan),
+				zap.Duration("apply", res.Took.Apply), zap.Duration("prune", res.Took.Prune))
+		}
+		if kept := kept(res.Pruned); kept != "" {
+			r.events.Event(false, string(inventory.ReasonKept), kept)
+		}
+		if r.appliedAt.IsZero() {
+			// A new process: health is measured from its first pass.
+			r.appliedAt = time.Now()
+		}
+		r.metrics.Managed.Set(float64(len(r.objs)))
+		r.setStatus(ctx, func(s *inventory.Status) {
+			s.Revision, s.LastAppliedRevision, s.Objects = rev, rev, len(r.objs)
+			if res.Changed() {
+				s.Counts = counts(res)
+			}
+			r.health(s)
+		})
+	}
+}
 
 func b2f(b bool) float64 {
 	if b {
@@ -333,14 +496,14 @@ func (r *Reconciler) health(s *inventory.Status) {
 	if s.LastAppliedRevision != s.Revision || s.Revision == "" {
 		return
 	}
-	counts, not := r.eng.Health(5)
+	counts, not := r.eng.Tracker().Health(5)
 	switch {
 	case len(not) == 0:
-		s.Phase, s.Reason, s.Message = inventory.Ready, "Applied", fmt.Sprintf("%d objects applied and healthy", counts[status.CurrentStatus])
+		s.Phase, s.Reason, s.Message = inventory.Ready, inventory.ReasonApplied, fmt.Sprintf("%d objects applied and healthy", counts[status.CurrentStatus])
 	case time.Since(r.appliedAt) > r.cfg.HealthTimeout || counts[status.FailedStatus] > 0:
-		s.Phase, s.Reason, s.Message = inventory.Stalled, "HealthCheckFailed", "not healthy: "+describe(not)
+		s.Phase, s.Reason, s.Message = inventory.Stalled, inventory.ReasonHealthCheckFailed, "not healthy: "+describe(not)
 	default:
-		s.Phase, s.Reason, s.Message = inventory.Reconciling, "Progressing", "waiting for: "+describe(not)
+		s.Phase, s.Reason, s.Message = inventory.Reconciling, inventory.ReasonProgressing, "waiting for: "+describe(not)
 	}
 }
 
@@ -358,10 +521,8 @@ func describe(not []apply.Health) string {
 
 // refreshHealth re-reads health after an event or a tick.
 func (r *Reconciler) refreshHealth(ctx context.Context) {
-	r.mu.Lock()
-	s := r.status
-	r.mu.Unlock()
-	if s.Phase != inventory.Reconciling && s.Phase != inventory.Ready && !(s.Phase == inventory.Stalled && s.Reason == "HealthCheckFailed") {
+	s := r.Status()
+	if s.Phase != inventory.Reconciling && s.Phase != inventory.Ready && !(s.Phase == inventory.Stalled && s.Reason == inventory.ReasonHealthCheckFailed) {
 		return
 	}
 	before := s.Phase
@@ -369,7 +530,7 @@ func (r *Reconciler) refreshHealth(ctx context.Context) {
 	if after := r.Status(); after.Phase != before {
 		r.events.Event(after.Phase == inventory.Stalled, string(after.Phase), after.Message)
 		if after.Phase == inventory.Stalled {
-			r.metrics.Errors.WithLabelValues(after.Reason).Inc()
+			r.metrics.Errors.WithLabelValues(string(after.Reason)).Inc()
 		}
 	}
 }
@@ -377,7 +538,7 @@ func (r *Reconciler) refreshHealth(ctx context.Context) {
 // heal re-applies what someone else changed, unless suspended (as of the
 // last pass): then drift waits for the resume.
 func (r *Reconciler) heal(ctx context.Context) {
-	if r.eng.Drifted() == 0 || r.Status().Phase == inventory.Suspended {
+	if r.eng.Tracker().Drifted() == 0 || r.Status().Phase == inventory.Suspended {
 		return
 	}
 	res, err := r.eng.Heal(ctx)
@@ -392,7 +553,7 @@ func (r *Reconciler) heal(ctx context.Context) {
 		if len(names) > 5 {
 			names = append(names[:5], fmt.Sprintf("and %d more", len(names)-5))
 		}
-		r.events.Event(false, "DriftCorrected", "re-applied after a change outside Git: "+strings.Join(names, ", "))
+		r.events.Event(false, string(inventory.ReasonDriftCorrected), "re-applied after a change outside Git: "+strings.Join(names, ", "))
 		r.log.Info("drift corrected", zap.Strings("objects", names))
 	}
 	if err != nil {
@@ -412,7 +573,9 @@ func (r *Reconciler) setStatus(ctx context.Context, f func(*inventory.Status)) {
 	r.status = s
 	r.mu.Unlock()
 	r.metrics.Ready.Set(b2f(s.Phase == inventory.Ready))
-	if s.Equal(r.written.Status) {
+	if !r.loaded {
+		// Nothing read yet (the parent could not be read): writing now
+		// would put a blank over what the cluster holds.
 		return
 	}
 	inv := r.written
@@ -426,8 +589,7 @@ func (r *Reconciler) writeInventory(ctx context.Context, inv inventory.State) er
 	if inv.Status.Phase == "" {
 		inv.Status = r.Status()
 	}
-	if r.written.Exists && slices.Equal(inv.GroupKinds, r.written.GroupKinds) &&
-		slices.Equal(inv.Namespaces, r.written.Namespaces) && inv.Status.Equal(r.written.Status) {
+	if r.written.Exists && slices.Equal(inv.Members, r.written.Members) && inv.Status.Equal(r.written.Status) {
 		return nil
 	}
 	if err := r.store.Write(ctx, inv); err != nil {
@@ -435,46 +597,54 @@ func (r *Reconciler) writeInventory(ctx context.Context, inv inventory.State) er
 	}
 	inv.Exists = true
 	r.written = inv
+	r.mu.Lock()
+	r.members = inv.Members
+	r.mu.Unlock()
 	return nil
 }
 
-func kinds(objs []*unstructured.Unstructured) ([]schema.GroupKind, []string) {
-	var gks []schema.GroupKind
-	var nss []string
-	for _, o := range objs {
-		gks = append(gks, o.GroupVersionKind().GroupKind())
-		if ns := o.GetNamespace(); ns != "" {
-			nss = append(nss, ns)
-		}
+// unionMembers is a then b, b's prune choice winning for a key in both,
+// sorted.
+func unionMembers(a, b []apply.Member) []apply.Member {
+	byKey := make(map[apply.Key]apply.Member, len(a)+len(b))
+	for _, m := range a {
+		byKey[m.Key] = m
 	}
-	return union(nil, gks), unionStrings(nil, nss)
+	for _, m := range b {
+		byKey[m.Key] = m
+	}
+	out := slices.Collect(maps.Values(byKey))
+	apply.SortMembers(out)
+	return out
 }
 
-func union(a, b []schema.GroupKind) []schema.GroupKind {
-	out := append(slices.Clone(a), b...)
-	slices.SortFunc(out, func(x, y schema.GroupKind) int { return strings.Compare(x.String(), y.String()) })
-	return slices.Compact(out)
-}
-
-func unionStrings(a, b []string) []string {
-	out := append(slices.Clone(a), b...)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-func counts(rep apply.Report, prep apply.PruneReport) map[string]int {
+func counts(res Result) map[string]int {
 	c := map[string]int{}
-	for _, x := range append(rep.Results, prep.Results...) {
+	for _, x := range append(slices.Clone(res.Changes.Results), res.Pruned.Results...) {
 		c[string(x.Action)]++
 	}
 	return c
 }
 
-func summary(rev source.Revision, rep apply.Report, prep apply.PruneReport) string {
-	c := counts(rep, prep)
+func summary(res Result) string {
+	c := counts(res)
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(c)) {
 		parts = append(parts, fmt.Sprintf("%d %s", c[k], k))
 	}
-	return "revision " + rev.String() + ": " + strings.Join(parts, ", ")
+	return "revision " + res.Revision.String() + ": " + strings.Join(parts, ", ")
+}
+
+// kept names the objects a prune left in the cluster, and why.
+func kept(rep apply.PruneReport) string {
+	var whys []string
+	for _, x := range rep.Results {
+		if x.Action == apply.Orphaned {
+			whys = append(whys, x.Reason)
+		}
+	}
+	if len(whys) > 5 {
+		whys = append(whys[:5], fmt.Sprintf("and %d more", len(whys)-5))
+	}
+	return strings.Join(whys, "; ")
 }

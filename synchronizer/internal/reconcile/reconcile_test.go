@@ -3,11 +3,13 @@ package reconcile_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -59,6 +62,9 @@ func (r *recorder) has(prefix string) bool {
 
 type fixture struct {
 	t      *testing.T
+	eng    *apply.Engine
+	builds atomic.Int32
+	src    reconcile.Fetcher
 	ns     string
 	srv    *testenv.GitServer
 	w      *gitrepo.Repo
@@ -100,20 +106,34 @@ func newFixtureWithKeyring(t *testing.T, files map[string]string, cfg reconcile.
 		t.Fatal(err)
 	}
 	f.cs = kubernetes.NewForConfigOrDie(cluster.Config)
-	parent := inventory.Parent{Namespace: f.ns, Name: "driftless"}
-	eng, err := apply.NewForConfig(cluster.Config, apply.Options{SetID: parent.ID(), MaxPrune: 10}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.store = inventory.NewStore(dynamic.NewForConfigOrDie(cluster.Config), parent, "driftless/test", "driftless")
+	f.src = s
 	if cfg.Path == "" {
 		cfg.Path = "app"
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Hour // passes come from Trigger only
 	}
-	f.rec = reconcile.New(cfg, s, build.Build, eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
+	f.rec = f.newReconciler(s, cfg)
 	return f
+}
+
+// newReconciler is a synchronizer process: a fresh engine (nothing
+// remembered) over the fixture's cluster and status.
+func (f *fixture) newReconciler(src reconcile.Fetcher, cfg reconcile.Config) *reconcile.Reconciler {
+	f.t.Helper()
+	parent := inventory.Parent{Namespace: f.ns, Name: "driftless"}
+	manager := apply.FieldManagerFor(parent.Namespace, parent.Name)
+	eng, err := apply.New(cluster.Config, apply.Options{SetID: parent.ID(), FieldManager: manager, MaxPrune: 10}, zap.NewNop())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.eng = eng
+	f.store = inventory.NewStore(dynamic.NewForConfigOrDie(cluster.Config), parent, "driftless/test", manager)
+	builder := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+		f.builds.Add(1)
+		return build.Build(ctx, root, path)
+	}
+	return reconcile.New(cfg, src, builder, eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
 }
 
 func (f *fixture) run() {
@@ -252,7 +272,7 @@ func TestApplyChangePruneAndHeal(t *testing.T) {
 
 func groupKinds(st inventory.State) []string {
 	var out []string
-	for _, gk := range st.GroupKinds {
+	for _, gk := range st.GroupKinds() {
 		out = append(out, gk.String())
 	}
 	return out
@@ -266,14 +286,14 @@ func TestBadCommitsApplyNothing(t *testing.T) {
 	cases := []struct {
 		name   string
 		files  map[string]string
-		reason string
+		reason inventory.Reason
 		msg    string
 	}{
 		{"invalid YAML", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "  bad: [indent\n"}, "BuildFailed", "a.yaml"},
 		{"unknown kind", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g, namespace: NS}\n"}, "ValidationFailed", "Gadget.example.com NS/g: unknown kind Gadget"},
 		{"dry-run rejection", map[string]string{"app/a.yaml": cm("NS", "a", "2") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: NS}\nspec: {ports: [{port: 0}]}\n"}, "ValidationFailed", "Service NS/s: Service \"s\" is invalid"},
 		{"broken kustomization", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, missing.yaml]\n"}, "BuildFailed", "missing.yaml"},
-		{"path escape", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, ../../etc/passwd]\n"}, "BuildFailed", `resource "../../etc/passwd": escapes the checkout`},
+		{"path escape", map[string]string{"app/a.yaml": cm("NS", "a", "2"), "app/kustomization.yaml": "resources: [a.yaml, ../../etc/passwd]\n"}, "BuildFailed", `app/kustomization.yaml: resources[1] "../../etc/passwd": escapes the checkout`},
 		{"empty render", map[string]string{"app/kustomization.yaml": "resources: []\n"}, "EmptyRender", "renders no objects"},
 	}
 	for _, c := range cases {
@@ -319,7 +339,12 @@ func TestSuspendAndResume(t *testing.T) {
 	if _, err := f.cs.CoreV1().ConfigMaps(f.ns).Update(t.Context(), b, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The watch has seen the edit, and a pass has run since the commit:
+	// neither changed anything.
+	f.until("the edit seen", func() bool { return f.eng.Tracker().Drifted() == 1 })
+	passes := f.rec.Passes()
+	f.rec.Trigger()
+	f.until("a pass while suspended", func() bool { return f.rec.Passes() > passes })
 	if f.value("a") != "1" || f.value("b") != "by hand" {
 		t.Fatalf("changed while suspended: a=%s b=%s", f.value("a"), f.value("b"))
 	}
@@ -341,7 +366,7 @@ func TestAPIServerRestartMidPass(t *testing.T) {
 	files["app/many.yaml"] = many.String()
 	f := newFixture(t, files, reconcile.Config{})
 	passDone := make(chan error, 1)
-	go func() { _, err := f.rec.Pass(t.Context()); passDone <- err }()
+	go func() { passDone <- f.rec.Pass(t.Context()).Err }()
 	// Stop once the pass has started writing.
 	f.until("the pass to start writing", func() bool {
 		l, err := f.cs.CoreV1().ConfigMaps(f.ns).List(t.Context(), metav1.ListOptions{LabelSelector: apply.PartOfLabel})
@@ -382,7 +407,7 @@ func TestUnsignedHeadIsNotApplied(t *testing.T) {
 	f.run()
 	f.until("the unsigned seed refused", func() bool {
 		s := f.stored().Status
-		return s.Phase == inventory.Stalled && s.Reason == "UntrustedRevision"
+		return s.Phase == inventory.Stalled && s.Reason == inventory.ReasonUntrusted
 	})
 	if s := f.stored().Status; !strings.Contains(s.Message, "is not signed") || s.LastAppliedRevision != "" || f.value("a") != "<none>" {
 		t.Fatalf("status %+v, a=%s", s, f.value("a"))
@@ -404,10 +429,149 @@ func TestGitUnreachableKeepsState(t *testing.T) {
 	f.until("Ready", func() bool { return f.stored().Status.Phase == inventory.Ready })
 	f.srv.Stop()
 	f.rec.Trigger()
-	f.until("FetchFailed", func() bool { return f.stored().Status.Reason == "FetchFailed" })
+	f.until("FetchFailed", func() bool { return f.stored().Status.Reason == inventory.ReasonFetchFailed })
 	s := f.stored().Status
 	if s.Phase != inventory.Stalled || !strings.Contains(s.Message, "list refs of "+f.srv.RepoURL("app")) ||
 		s.LastAppliedRevision != "main@sha1:"+head || f.value("a") != "1" {
 		t.Fatalf("status %+v, a=%s", s, f.value("a"))
+	}
+}
+
+// A new process (a restarted Pod, a standby taking over, run --once)
+// starting while a bad commit is at the head keeps what the cluster's
+// status says was applied: the revision, the object count and the
+// inventory are facts about the cluster, not about the process.
+func TestRestartAtABadCommitKeepsTheStatus(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	good, _ := f.srv.Head(t.Context(), "app", "main")
+	if res := f.rec.Pass(t.Context()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	before := f.stored()
+	if before.Status.LastAppliedRevision != "main@sha1:"+good || before.Status.Objects != 3 || len(before.Members) != 3 {
+		t.Fatalf("first pass: %+v", before)
+	}
+	bad := f.commit(map[string]string{"app/kustomization.yaml": "resources: [a.yaml, missing.yaml]\n"})
+	for _, name := range []string{"restart", "second restart"} {
+		t.Run(name, func(t *testing.T) {
+			src, err := source.New(source.Config{URL: f.srv.RepoURL("app"), Branch: "main", Dir: filepath.Join(t.TempDir(), "checkout")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := f.newReconciler(src, reconcile.Config{Path: "app", Interval: time.Hour})
+			if res := rec.Pass(t.Context()); res.Err == nil {
+				t.Fatal("a broken commit passed")
+			}
+			s := f.stored()
+			if s.Status.Phase != inventory.Stalled || s.Status.Reason != inventory.ReasonBuildFailed || s.Status.Revision != "main@sha1:"+bad {
+				t.Fatalf("status %+v", s.Status)
+			}
+			if s.Status.LastAppliedRevision != "main@sha1:"+good || s.Status.Objects != 3 || len(s.Members) != 3 {
+				t.Fatalf("a restart wiped what was applied: %+v, %d members", s.Status, len(s.Members))
+			}
+			if rec.Status().LastAppliedRevision != "main@sha1:"+good {
+				t.Fatalf("/status of the new process: %+v", rec.Status())
+			}
+		})
+	}
+}
+
+// A commit that does not build is built once: passes on the same tree
+// report the same failure without rebuilding, until the branch moves.
+func TestBrokenBuildIsNotRetriedUntilTheBranchMoves(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	if res := f.rec.Pass(t.Context()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	f.commit(map[string]string{"app/kustomization.yaml": "resources: [a.yaml, missing.yaml]\n"})
+	start := f.builds.Load()
+	for range 3 {
+		res := f.rec.Pass(t.Context())
+		var fl *reconcile.Failure
+		if !errors.As(res.Err, &fl) || fl.Reason != inventory.ReasonBuildFailed || !strings.Contains(fl.Error(), "not retried until the branch moves") {
+			t.Fatalf("pass: %v", res.Err)
+		}
+	}
+	if n := f.builds.Load() - start; n != 1 {
+		t.Fatalf("the same broken tree was built %d times", n)
+	}
+	if h := f.rec.History(); len(h) != 4 || h[0].Result != "failed" || h[0].Reason != inventory.ReasonBuildFailed || h[3].Result != "applied" || h[3].Counts["created"] != 3 {
+		t.Fatalf("history %+v", h)
+	}
+	f.commit(base)
+	if res := f.rec.Pass(t.Context()); res.Err != nil || f.builds.Load()-start != 2 {
+		t.Fatalf("after a fix: %v, %d builds", res.Err, f.builds.Load()-start)
+	}
+}
+
+// A Namespace that leaves Git is kept (a protected kind), and the Event
+// says which and how to opt in.
+func TestKeptObjectIsNamed(t *testing.T) {
+	files := map[string]string{
+		"app/kustomization.yaml": "resources: [a.yaml, ns.yaml]\n",
+		"app/a.yaml":             cm("NS", "a", "1"),
+		"app/ns.yaml":            "apiVersion: v1\nkind: Namespace\nmetadata: {name: NS-extra}\n",
+	}
+	f := newFixture(t, files, reconcile.Config{})
+	t.Cleanup(func() { f.cs.CoreV1().Namespaces().Delete(context.Background(), f.ns+"-extra", metav1.DeleteOptions{}) })
+	if res := f.rec.Pass(t.Context()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	f.commit(map[string]string{"app/ns.yaml": "", "app/kustomization.yaml": "resources: [a.yaml]\n"})
+	res := f.rec.Pass(t.Context())
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	want := "Kept: Namespace " + f.ns + "-extra left Git and was kept: Namespace objects are pruned only when Git annotates them driftless.dev/prune: enabled"
+	if !f.events.has(want) {
+		t.Fatalf("events %v\nwant one starting %q", f.events.events, want)
+	}
+	if _, err := f.cs.CoreV1().Namespaces().Get(t.Context(), f.ns+"-extra", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the Namespace was deleted: %v", err)
+	}
+	if len(f.stored().Members) != 1 {
+		t.Fatalf("a kept object is still a member: %v", f.stored().Members)
+	}
+}
+
+// A build that does not finish is bounded by the pass timeout: the pass
+// fails with a status that says so, the next pass tries again, and a
+// build that ignores its context makes the loop unhealthy (so /healthz
+// fails and the kubelet restarts the Pod).
+func TestStuckBuildIsBounded(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	release := make(chan struct{})
+	defer close(release)
+	var ignoreCtx atomic.Bool
+	stuck := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
+		if ignoreCtx.Load() {
+			<-release
+			return nil, errors.New("released")
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	rec := reconcile.New(reconcile.Config{Path: "app", Interval: time.Hour, PassTimeout: 300 * time.Millisecond}, f.src, stuck, f.eng, f.store, f.events, metrics.New(prometheus.NewRegistry()), zap.NewNop())
+	for range 2 {
+		res := rec.Pass(t.Context())
+		var fl *reconcile.Failure
+		if !errors.As(res.Err, &fl) || fl.Reason != inventory.ReasonBuildFailed || !strings.Contains(fl.Error(), "did not finish within the pass timeout of 300ms") {
+			t.Fatalf("pass: %v", res.Err)
+		}
+	}
+	if err := rec.Live(); err != nil {
+		t.Fatalf("a loop whose passes end is live: %v", err)
+	}
+	ignoreCtx.Store(true)
+	go rec.Pass(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for rec.Live() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a pass stuck past its timeout did not make the loop unhealthy")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := rec.Live(); !strings.Contains(err.Error(), "more than its timeout of 300ms") {
+		t.Fatalf("liveness error: %v", err)
 	}
 }
