@@ -63,10 +63,13 @@ func TestInPods(t *testing.T) {
 func testPairInPods(t *testing.T, f *fleet.Fleet) {
 	ctx := t.Context()
 	t0 := time.Now()
-	for _, c := range fleet.Clusters {
-		if err := f.Install(ctx, c, c, f.Settings(c)); err != nil {
-			t.Fatal(err)
-		}
+	// dev applies as the ServiceAccount driftless-apply (impersonation,
+	// manifests/components/apply-as); prod as the synchronizer itself.
+	if err := f.Install(ctx, "dev", "dev", f.Settings("dev"), "components/apply-as"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Install(ctx, "prod", "prod", f.Settings("prod")); err != nil {
+		t.Fatal(err)
 	}
 	for c, want := range map[string]map[string]int32{
 		"dev":  {"driftless-automator": 2, "driftless-synchronizer": 2},
@@ -86,6 +89,21 @@ func testPairInPods(t *testing.T, f *fleet.Fleet) {
 	t.Logf("TIMING kubectl apply → both synchronizer Pods applied their branch and web rolled out in both clusters: %s", since(t0))
 
 	dev := clientOf(t, f, "dev")
+	// In dev the synchronizer's own identity cannot apply: only the
+	// ServiceAccount it impersonates can, and what dev applied it applied
+	// as that one.
+	for _, who := range []struct {
+		sa    string
+		allow bool
+	}{{"driftless-synchronizer", false}, {"driftless-apply", true}} {
+		r, err := dev.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + system + ":" + who.sa, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + system},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: fleet.AppNamespace, Verb: "patch", Group: "apps", Resource: "deployments", Name: "web"},
+		}}, metav1.CreateOptions{})
+		if err != nil || r.Status.Allowed != who.allow {
+			t.Fatalf("%s may patch web in dev: %v (%v), want %v", who.sa, r.Status.Allowed, err, who.allow)
+		}
+	}
 	syncLeader := leader(t, dev, syncLease, "driftless-synchronizer")
 	autoLeader := leader(t, dev, "driftless-automator", "driftless-automator")
 	leaders := 0

@@ -205,10 +205,11 @@ spec:
 
 // Install does what the README tells a person: the namespace and the
 // Secrets the programs mount, then `kubectl apply` of the release of
-// overlay with settings (a strategic-merge patch) on top. The Secrets go
+// overlay with settings (a strategic-merge patch) on top, and the
+// manifests/components named (e.g. "components/apply-as"). The Secrets go
 // to the namespace of the overlay's synchronizer (driftless-system, or
 // driftless-tenants for the tenant overlay).
-func (f *Fleet) Install(ctx context.Context, c, overlay, settings string) error {
+func (f *Fleet) Install(ctx context.Context, c, overlay, settings string, components ...string) error {
 	dir := filepath.Join(f.opts.Dir, "install-"+c+"-"+overlay)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -217,8 +218,19 @@ func (f *Fleet) Install(ctx context.Context, c, overlay, settings string) error 
 	if err != nil {
 		return err
 	}
+	k := "resources: [" + rel + "]\npatches:\n  - path: settings.yaml\n"
+	for i, comp := range components {
+		r, err := filepath.Rel(dir, filepath.Join(f.opts.Manifests, comp))
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			k += "components:\n"
+		}
+		k += "  - " + r + "\n"
+	}
 	for name, body := range map[string]string{
-		"kustomization.yaml": "resources: [" + rel + "]\npatches:\n  - path: settings.yaml\n",
+		"kustomization.yaml": k,
 		"settings.yaml":      settings,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
