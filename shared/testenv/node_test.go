@@ -29,7 +29,8 @@ import (
 
 // TestRealNode: a cluster with a real node beside a kwok node runs a Pod
 // under the restricted profile (non-root, read-only root, no capabilities)
-// from an image built here and pulled from the test registry; the Pod
+// from an image built here and pulled from the test registry (its program
+// finds the image's CA bundle); the Pod
 // serves HTTP to the host, a Service routes to it through kube-proxy, its
 // log is readable through the API server; and stopping the cluster leaves
 // no namespace, link, mount, process or cgroup behind.
@@ -112,8 +113,14 @@ func TestRealNode(t *testing.T) {
 
 	// The host reaches the Pod at its IP.
 	body := get(t, http.DefaultClient, "http://"+net.JoinHostPort(podIP, "8080")+"/")
-	if !strings.HasPrefix(body, "hello from hello uid 65532") {
-		t.Fatalf("the Pod answered %q", body)
+	var uid, roots int
+	if _, err := fmt.Sscanf(body, "hello from hello uid %d roots %d", &uid, &roots); err != nil || uid != 65532 {
+		t.Fatalf("the Pod answered %q (%v)", body, err)
+	}
+	// The image's CA bundle is where Go looks: the program has roots to
+	// verify TLS with, though the image has nothing else.
+	if roots < 100 {
+		t.Fatalf("the program in the image found %d CA certificates, want the bundle's (over 100)", roots)
 	}
 	// Its log comes through the API server from the kubelet.
 	logs, err := cs.CoreV1().Pods(ns).GetLogs("hello", &corev1.PodLogOptions{}).DoRaw(ctx)
