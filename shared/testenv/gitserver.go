@@ -247,17 +247,15 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 
 // redact hides the user-info part of any URL in s.
 func redact(s string) string {
-	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			return s
-		}
-		rest := s[i+3:]
-		at := strings.IndexByte(rest, '@')
-		end := strings.IndexAny(rest, "/ \n")
-		if at < 0 || (end >= 0 && at > end) {
-			return s[:i+3] + redact(rest)
-		}
-		return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
 	}
+	rest := s[i+3:]
+	at := strings.IndexByte(rest, '@')
+	end := strings.IndexAny(rest, "/ \n")
+	if at < 0 || (end >= 0 && at > end) {
+		return s[:i+3] + redact(rest)
+	}
+	return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
 }
