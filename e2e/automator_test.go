@@ -67,6 +67,7 @@ func (s *automatorSetup) args(i int, extra ...string) []string {
 		"--workdir", filepath.Join(s.dir, fmt.Sprintf("clone-%d", i)), "--policy-path", "policies",
 		"--listen", s.listen[i], "--webhook-secret-file", filepath.Join(s.dir, "hook-secret"),
 		"--log-format", "json", "--log-level", "debug", "--refresh", "1s",
+		"--insecure-registries", s.reg.Host,
 	}, extra...)
 }
 
@@ -144,18 +145,40 @@ func TestTwoAutomatorReplicasOneCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	until(t, 60*time.Second, "the bump commit", func() bool { return strings.Contains(s.deployed(t), "/team/web:1.1.0 #") })
-	// Give the standby every chance to commit too: several intervals.
-	time.Sleep(5 * time.Second)
+	leader := -1
+	for i, r := range reps {
+		if strings.Contains(r.Output(), "became leader") {
+			if leader >= 0 {
+				t.Fatal("both replicas became leader")
+			}
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no replica became leader, yet a commit was made")
+	}
+	// Give the standby every chance to commit too: wait until the leader
+	// has made two more passes (2s apart) that found nothing to do.
+	url := func(i int) string { return "http://" + s.listen[i] + "/metrics" }
+	unchanged := func() float64 {
+		return metricValue(t, url(leader), `driftless_automator_passes_total{result="unchanged"}`)
+	}
+	after := unchanged()
+	until(t, 30*time.Second, "two more passes of the leader", func() bool { return unchanged() >= after+2 })
 	if n := s.commits(t); n != 2 {
 		t.Fatalf("%d commits, want the seed and exactly one bump", n)
 	}
-	leaders := 0
-	for _, r := range reps {
-		if strings.Contains(r.Output(), "became leader") {
-			leaders++
-		}
+	if got := metric(t, url(1-leader), "driftless_automator_passes_total"); got != "" {
+		t.Fatalf("the standby ran passes: %s", got)
 	}
-	if leaders != 1 {
-		t.Fatalf("%d replicas became leader, want 1", leaders)
-	}
+}
+
+// metricValue is the value of the sample named exactly name (with its
+// labels), 0 when absent.
+func metricValue(t testing.TB, url, name string) float64 {
+	t.Helper()
+	line := metric(t, url, name+" ")
+	var v float64
+	fmt.Sscan(strings.TrimPrefix(line, name+" "), &v)
+	return v
 }

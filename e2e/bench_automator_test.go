@@ -63,7 +63,7 @@ func BenchmarkAutomatorScan(b *testing.B) {
 		// A pass that finds nothing new: the steady state of a running
 		// automator (its warm clone, no commit), with the default budget.
 		cmd := exec.CommandContext(ctx, programs["automator"], "run", "--once", "--git-url", git.RepoURL("fleet"), "--workdir", workdir,
-			"--policy-path", "policies", "--log-level", "error")
+			"--policy-path", "policies", "--log-level", "error", "--insecure-registries", reg.Host)
 		start := time.Now()
 		out, err := cmd.CombinedOutput()
 		el := time.Since(start)

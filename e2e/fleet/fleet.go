@@ -336,7 +336,7 @@ func (f *Fleet) StartAutomatorReplica(ctx context.Context, name, listen string) 
 	_, err := f.start(name, f.opts.Automator, "run",
 		"--git-url", f.Git.RepoURL(Repo), "--git-branch", "dev", "--git-username", gitUser,
 		"--git-password-file", filepath.Join(f.opts.Dir, "git-token"),
-		"--policy-path", "policies", "--manifest-path", "apps",
+		"--policy-path", "policies", "--manifest-path", "apps", "--insecure-registries", f.Registry.Host,
 		"--workdir", filepath.Join(f.opts.Dir, name+"-clone"),
 		"--listen", listen, "--webhook-secret-file", filepath.Join(f.opts.Dir, "hook-secret"),
 		"--leader-elect", "--lease-namespace", "driftless-system", "--identity", name,

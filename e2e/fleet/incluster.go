@@ -174,6 +174,8 @@ spec:
           env:
             - {name: DRIFTLESS_GIT_URL, value: "` + repo + `"}
             - {name: DRIFTLESS_GIT_USERNAME, value: ` + gitUser + `}
+            # The test registry speaks plain HTTP; the automator allows that only by name.
+            - {name: DRIFTLESS_INSECURE_REGISTRIES, value: "` + f.Registry.Host + `"}
 ---
 apiVersion: apps/v1
 kind: Deployment

@@ -242,15 +242,6 @@ func (r *Repo) Push(ctx context.Context, target string) error {
 	return fmt.Errorf("push %s to %s: %w", Redact(r.url), target, classify(err))
 }
 
-// Head returns the commit the local branch points at.
-func (r *Repo) Head() (plumbing.Hash, error) {
-	ref, err := r.repo.Reference(plumbing.NewBranchReferenceName(r.branch), true)
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("head of %s: %w", r.branch, err)
-	}
-	return ref.Hash(), nil
-}
-
 // Repository exposes the go-git repository for reading history.
 func (r *Repo) Repository() *git.Repository { return r.repo }
 

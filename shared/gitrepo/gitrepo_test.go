@@ -84,7 +84,7 @@ func TestCommitPushAndRejection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := again.Head(); h != aHash {
+	if h, _ := head(again); h != aHash {
 		t.Fatalf("reopened head %s, want %s", h, aHash)
 	}
 }

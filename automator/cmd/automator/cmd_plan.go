@@ -33,6 +33,10 @@ func planCommand() *cobra.Command {
 
 func printPlan(w io.Writer, res automate.Result, verbose bool) {
 	fmt.Fprintf(w, "base %s\n", res.Base)
+	if res.Untrusted != nil {
+		fmt.Fprintf(w, "\nrefused: %v\nnothing is read, edited or committed until the head is trusted (signed by a key of --verify-keyring)\n", res.Untrusted)
+		return
+	}
 	if res.PolicyErrs != nil {
 		fmt.Fprintf(w, "\nskipped policies:\n")
 		for _, line := range strings.Split(res.PolicyErrs.Error(), "\n") {

@@ -41,6 +41,13 @@ func runCommand() *cobra.Command {
 					return fmt.Errorf("--webhook-secret-file: %w", err)
 				}
 				secret = strings.TrimSpace(string(b))
+				// An empty secret would turn authentication off without a
+				// word: a mount that went wrong must not open the webhook.
+				if secret == "" {
+					return fmt.Errorf("--webhook-secret-file %s is empty: the webhook would accept anyone; fix the file, or drop the flag to run without a secret", secretFile)
+				}
+			} else if (secret != "" || cmd.Flags().Changed("webhook-secret")) && strings.TrimSpace(secret) == "" {
+				return errors.New("--webhook-secret is empty: the webhook would accept anyone; give a secret, or drop the flag to run without one")
 			}
 			if refresh < time.Second {
 				return fmt.Errorf("--refresh %s: at least 1s", refresh)
@@ -104,7 +111,7 @@ func runCommand() *cobra.Command {
 	fs := cmd.Flags()
 	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz and /hooks/registry")
 	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
-	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret")
+	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret (an empty file is an error)")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed): for a CronJob or CI")
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")

@@ -5,7 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/checkout"
+	"driftless.dev/automator/internal/policy"
 )
 
 func validateCommand() *cobra.Command {
@@ -15,9 +16,17 @@ func validateCommand() *cobra.Command {
 		Use:   "validate",
 		Short: "Check the policies and markers of a checkout, offline; exit non-zero listing every finding with file and line",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			findings := automate.Validate(dir, policyPath, manifestPath, files)
+			tree, err := checkout.Open(dir)
+			if err != nil {
+				return fmt.Errorf("--dir: %w", err)
+			}
+			defer tree.Close()
+			findings, warnings := policy.Validate(tree, policyPath, manifestPath, files)
 			for _, f := range findings {
 				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			for _, w := range warnings {
+				fmt.Fprintln(cmd.OutOrStdout(), "warning:", w)
 			}
 			if len(findings) > 0 {
 				return &exitError{code: 2, msg: fmt.Sprintf("%d finding(s)", len(findings))}

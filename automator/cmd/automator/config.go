@@ -12,6 +12,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
@@ -34,10 +35,13 @@ type passConfig struct {
 	policyFiles                 []string
 	authorName, authorEmail     string
 	signingKey, signingPassFile string
+	verifyKeyring, verifyAnchor string
 	messageFile                 string
 	dockerConfigDir             string
 	aws                         bool
 	ecrEndpoint                 string
+	awsAccounts, awsRoles       []string
+	insecureRegistries          []string
 	registryCA                  string
 	registryRPS                 float64
 	registryBurst               int
@@ -61,10 +65,15 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.authorEmail, "author-email", "automator@driftless.dev", "commit author email")
 	fs.StringVar(&c.signingKey, "signing-key", "", "armored OpenPGP private key file to sign commits with")
 	fs.StringVar(&c.signingPassFile, "signing-passphrase-file", "", "file holding the signing key's passphrase")
+	fs.StringVar(&c.verifyKeyring, "verify-keyring", "", "armored OpenPGP public keyring file: build only on a head whose every commit since the last verified one is signed by one of its keys (unsigned merges pass only if they add nothing of their own)")
+	fs.StringVar(&c.verifyAnchor, "verify-anchor", "", "full commit hash trusted without a signature: with --verify-keyring, every commit after it is verified, on a first start too (default: the head only until a commit was verified)")
 	fs.StringVar(&c.messageFile, "message-template", "", "file with a Go text/template for commit messages (default: the built-in one)")
 	fs.StringVar(&c.dockerConfigDir, "docker-config-dir", "/var/run/secrets/driftless/registry", "folder for relative spec.auth.dockerConfig paths (mounted pull secrets)")
 	fs.BoolVar(&c.aws, "aws", false, "enable ECR credentials through the AWS SDK (environment, IRSA, EKS Pod Identity)")
 	fs.StringVar(&c.ecrEndpoint, "ecr-endpoint", "", "ECR API endpoint override (a VPC endpoint)")
+	fs.StringSliceVar(&c.awsAccounts, "aws-allowed-accounts", nil, "AWS account ids whose ECR registries may receive the automator's ECR token (default: the account of its own credentials)")
+	fs.StringSliceVar(&c.awsRoles, "aws-allowed-roles", nil, "IAM role ARNs a policy's spec.auth.roleARN may name (default: none)")
+	fs.StringSliceVar(&c.insecureRegistries, "insecure-registries", nil, "registries (host[:port]) that may be reached over plain HTTP (default: none, HTTPS only)")
 	fs.StringVar(&c.registryCA, "registry-ca-file", "", "PEM file of extra CAs to trust for registries")
 	fs.Float64Var(&c.registryRPS, "registry-rps", 200, "request budget per registry host, per second (0: unlimited)")
 	fs.IntVar(&c.registryBurst, "registry-burst", 400, "burst of the per-registry budget")
@@ -88,6 +97,25 @@ func (c *passConfig) validate() error {
 	}
 	if c.sshKey != "" && c.knownHosts == "" {
 		errs = append(errs, errors.New("--git-ssh-key needs --git-known-hosts: host keys are never accepted blindly"))
+	}
+	if c.verifyAnchor != "" && !plumbing.IsHash(c.verifyAnchor) {
+		errs = append(errs, fmt.Errorf("--verify-anchor %q: want a full 40-character commit hash", c.verifyAnchor))
+	}
+	if c.verifyAnchor != "" && c.verifyKeyring == "" {
+		errs = append(errs, errors.New("--verify-anchor needs --verify-keyring"))
+	}
+	for _, a := range c.awsAccounts {
+		if len(a) != 12 || strings.Trim(a, "0123456789") != "" {
+			errs = append(errs, fmt.Errorf("--aws-allowed-accounts %q: want a 12-digit AWS account id", a))
+		}
+	}
+	for _, r := range c.awsRoles {
+		if !strings.HasPrefix(r, "arn:") || !strings.Contains(r, ":role/") {
+			errs = append(errs, fmt.Errorf("--aws-allowed-roles %q: want a role ARN, arn:aws:iam::<account>:role/<name>", r))
+		}
+	}
+	if !c.aws && (len(c.awsAccounts) > 0 || len(c.awsRoles) > 0) {
+		errs = append(errs, errors.New("--aws-allowed-accounts and --aws-allowed-roles need --aws"))
 	}
 	if c.registryRPS < 0 {
 		errs = append(errs, errors.New("--registry-rps must not be negative"))
@@ -134,6 +162,18 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 			return nil, err
 		}
 	}
+	if c.verifyKeyring != "" {
+		b, err := os.ReadFile(c.verifyKeyring)
+		if err != nil {
+			return nil, fmt.Errorf("--verify-keyring: %w", err)
+		}
+		if cfg.Keyring, err = gitrepo.ParseKeyring(string(b)); err != nil {
+			return nil, fmt.Errorf("--verify-keyring %s: %w", c.verifyKeyring, err)
+		}
+		if c.verifyAnchor != "" {
+			cfg.VerifyAnchor = plumbing.NewHash(c.verifyAnchor)
+		}
+	}
 	if c.registryCA != "" {
 		pem, err := os.ReadFile(c.registryCA)
 		if err != nil {
@@ -150,7 +190,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		regOpts = append(regOpts, registry.WithTransport(tr))
 	}
-	regOpts = append(regOpts, registry.WithBudget(c.registryRPS, c.registryBurst))
+	regOpts = append(regOpts, registry.WithBudget(c.registryRPS, c.registryBurst), registry.WithInsecure(c.insecureRegistries...))
 	creds := &registry.Credentials{DockerConfigDir: c.dockerConfigDir}
 	b := &built{log: log}
 	if c.aws {
@@ -158,7 +198,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		if err != nil {
 			return nil, fmt.Errorf("load AWS configuration: %w", err)
 		}
-		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint)
+		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint, ecr.WithAllowedAccounts(c.awsAccounts...), ecr.WithAllowedRoles(c.awsRoles...))
 		creds.ECR = b.ecr
 	}
 	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth)

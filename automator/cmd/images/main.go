@@ -33,7 +33,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"driftless.dev/automator/internal/ecr"
-	"driftless.dev/automator/internal/policy"
 	"driftless.dev/shared/imagebuild"
 )
 
@@ -228,7 +227,7 @@ func push(ctx context.Context, c config, b built) (string, error) {
 // authFor returns ECR tokens through the AWS SDK for an ECR host, and the
 // Docker config's credentials for any other.
 func authFor(ctx context.Context, reg name.Registry) (authn.Authenticator, error) {
-	account, region, ok := policy.ECRAccountRegion(reg.RegistryStr())
+	r, ok := ecr.ParseHost(reg.RegistryStr())
 	if !ok {
 		return authn.DefaultKeychain.Resolve(reg)
 	}
@@ -236,7 +235,9 @@ func authFor(ctx context.Context, reg name.Registry) (authn.Authenticator, error
 	if err != nil {
 		return nil, fmt.Errorf("AWS configuration: %w", err)
 	}
-	return ecr.NewTokens(awsCfg, "").Authenticator(ctx, ecr.Request{Host: reg.RegistryStr(), Account: account, Region: region})
+	// The registry is the installer's own choice (a flag, not Git), so its
+	// account is the one allowed to receive the token.
+	return ecr.NewTokens(awsCfg, "", ecr.WithAllowedAccounts(r.Account)).Authenticator(ctx, ecr.Request{Host: r.Host})
 }
 
 // layerSizes says how big each platform's image is, compressed.

@@ -7,8 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.uber.org/zap"
 
+	"driftless.dev/automator/internal/checkout"
 	"driftless.dev/automator/internal/policy"
 	"driftless.dev/automator/internal/update"
 	"driftless.dev/shared/gitrepo"
@@ -44,13 +44,14 @@ type Credentials interface {
 type Repo interface {
 	Dir() string
 	Branch() string
-	Sync(ctx context.Context) (plumbing.Hash, error)
 	Fetch(ctx context.Context, extra ...string) (plumbing.Hash, error)
 	RemoteTip(branch string) (plumbing.Hash, error)
 	Commit(msg string, author gitrepo.Signature, signKey *openpgp.Entity) (plumbing.Hash, error)
 	Push(ctx context.Context, target string) error
 	Reset(at plumbing.Hash) error
 	Diff(from, to plumbing.Hash) (string, error)
+	Verify(k *gitrepo.Keyring, tip, anchor plumbing.Hash) error
+	MarkVerified(h plumbing.Hash) error
 }
 
 var _ Repo = (*gitrepo.Repo)(nil)
@@ -77,6 +78,16 @@ type Config struct {
 	PushAttempts int
 	// Concurrency bounds registry scans in flight. Default 8.
 	Concurrency int
+	// Keyring, when set, makes the automator build only on a head whose
+	// history it verified: every commit since the last one it verified
+	// (or made) is signed by one of its keys, or is an unsigned merge
+	// with nothing of its own. An untrusted head gets no edit and no
+	// commit. See gitrepo.VerifyHistory.
+	Keyring *gitrepo.Keyring
+	// VerifyAnchor is a commit trusted without a signature: every commit
+	// after it is verified, on a first start too (otherwise a new clone
+	// checks only the head).
+	VerifyAnchor plumbing.Hash
 }
 
 // Automator runs passes.
@@ -87,6 +98,9 @@ type Automator struct {
 	creds Credentials
 	log   *zap.Logger
 	tmpl  *template.Template
+
+	mu    sync.Mutex
+	stuck stuck
 }
 
 // New returns an Automator, or an error naming the bad setting.
@@ -131,6 +145,8 @@ type Result struct {
 	Policies []PolicyResult
 	// PolicyErrs are policy files that could not be used.
 	PolicyErrs error
+	// Warnings name Flux fields the policies use that have no effect here.
+	Warnings []error
 	// Changes are the edits made (or planned).
 	Changes []update.Change
 	// Edits are the planned file contents.
@@ -142,6 +158,12 @@ type Result struct {
 	// Known is every policy loaded this pass, scanned or not, so the loop
 	// learns of new and removed policies from any pass.
 	Known map[string]Known
+	// Untrusted is set when the head failed verification against the
+	// keyring: nothing was read, edited or committed.
+	Untrusted *gitrepo.UntrustedError
+	// Stuck: the pass failed for good on this commit before, and only
+	// fetched to see that the branch has not moved (see ErrPermanent).
+	Stuck bool
 }
 
 // Known is what the loop needs of a policy: when to scan it and which
@@ -152,92 +174,52 @@ type Known struct {
 }
 
 // ErrPermanent marks errors a retry cannot fix until someone changes Git
-// (a manifest that does not parse, a broken marker).
+// (a manifest that does not parse, a broken marker, a link out of the
+// checkout). A pass that fails so is not redone on the same commit: the
+// next passes only fetch, until the branch moves.
 var ErrPermanent = errors.New("needs a fix in the repository")
 
-// Run does one pass and pushes its commit. only, when not empty, limits
-// the pass to the policies with those keys (a webhook's trigger).
+// stuck is the commit a pass last failed on for good, and why.
+type stuck struct {
+	at  plumbing.Hash
+	err error
+}
+
+// pass is what the attempts of one pass share.
+type pass struct {
+	only    []string
+	explain bool
+	// scans holds each policy's registry answer: tags are listed once a
+	// pass, and a redo after a rejected push reuses the lists.
+	scans map[string]*scanned
+}
+
+// Run does one pass and pushes its commit, redoing the attempt on the new
+// tip when the push is rejected because the branch moved. only, when not
+// empty, limits the pass to the policies with those keys (a webhook's
+// trigger).
 func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
-	return a.pass(ctx, only, true)
-}
-
-// Plan does a pass up to a local commit, returns its exact diff, and
-// drops the commit: nothing is pushed.
-func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
-	return a.pass(ctx, only, false)
-}
-
-func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result, error) {
+	p := &pass{only: only, scans: map[string]*scanned{}}
 	var res Result
-	base, err := a.sync(ctx)
-	if err != nil {
-		return res, err
-	}
-	res.Base = base.String()
-	policies, perr := a.loadPolicies()
-	res.PolicyErrs = perr
-	res.Known = make(map[string]Known, len(policies))
-	for _, p := range policies {
-		res.Known[p.Key()] = Known{Interval: p.ScanInterval(), Repository: p.Repository()}
-	}
-	if len(only) > 0 {
-		policies = slices.DeleteFunc(policies, func(p *policy.ImagePolicy) bool { return !slices.Contains(only, p.Key()) })
-	}
-	if len(policies) == 0 {
-		return res, nil
-	}
-	// Tags are listed once per pass, and each policy chosen for as soon as
-	// its list arrives, while other lists are still in flight; a redo after
-	// a rejected push reuses the lists.
-	current, err := a.currentTags(policies)
-	if err != nil {
-		return res, err
-	}
-	scanned := a.scan(ctx, policies, current, !push)
-	for attempt := 1; attempt <= a.cfg.PushAttempts; attempt++ {
-		res.Attempts = attempt
-		if attempt > 1 {
-			if base, err = a.sync(ctx); err != nil {
-				return res, err
-			}
-			res.Base = base.String()
-			// Another writer may have moved the markers.
-			if current, err = a.currentTags(policies); err != nil {
-				return res, err
-			}
-		}
-		if err := a.decide(ctx, &res, policies, scanned, current); err != nil {
-			return res, err
-		}
-		if len(res.Changes) == 0 {
-			return res, nil
-		}
-		root := a.manifestRoot()
-		if err := update.Write(root, res.Edits); err != nil {
-			return res, err
-		}
-		h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
-		if errors.Is(err, gitrepo.ErrNoChange) {
-			res.Changes = nil
-			return res, nil
-		}
-		if err != nil {
-			return res, err
-		}
-		if !push {
-			res.Diff, err = a.repo.Diff(base, h)
-			if rerr := a.repo.Reset(base); rerr != nil {
-				return res, rerr
-			}
+	for n := 1; n <= a.cfg.PushAttempts; n++ {
+		res.Attempts = n
+		h, err := a.attempt(ctx, p, &res)
+		if err != nil || h.IsZero() {
 			return res, err
 		}
 		err = a.repo.Push(ctx, a.pushBranch())
 		if errors.Is(err, gitrepo.ErrRejected) {
-			a.log.Info("push rejected, redoing the edit on the new tip", zap.Int("attempt", attempt))
+			a.log.Info("push rejected, redoing the edit on the new tip", zap.Int("attempt", n))
 			continue
 		}
 		if err != nil {
 			return res, err
+		}
+		if a.cfg.Keyring != nil {
+			// Made on verified history: the next pass starts from it.
+			if err := a.repo.MarkVerified(h); err != nil {
+				return res, err
+			}
 		}
 		res.Commit = h.String()
 		return res, nil
@@ -245,20 +227,142 @@ func (a *Automator) pass(ctx context.Context, only []string, push bool) (Result,
 	return res, fmt.Errorf("push to %s: still rejected after %d attempts: %w", a.pushBranch(), a.cfg.PushAttempts, gitrepo.ErrRejected)
 }
 
+// Plan does an attempt, returns the exact diff of its commit and every
+// tag passed over and why, and drops the commit: nothing is pushed.
+func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
+	var res Result
+	h, err := a.attempt(ctx, &pass{only: only, explain: true, scans: map[string]*scanned{}}, &res)
+	if err != nil || h.IsZero() {
+		return res, err
+	}
+	base := plumbing.NewHash(res.Base)
+	res.Diff, err = a.repo.Diff(base, h)
+	if rerr := a.repo.Reset(base); rerr != nil {
+		return res, rerr
+	}
+	return res, err
+}
+
+// attempt is one try of a pass on the branch's tip as it is now: sync
+// (and verify), read the policies and the markers, choose, write, commit
+// locally. It returns the commit, or zero when nothing changed.
+func (a *Automator) attempt(ctx context.Context, p *pass, res *Result) (plumbing.Hash, error) {
+	res.Changes, res.Edits, res.Message, res.Diff = nil, nil, "", ""
+	base, err := a.sync(ctx)
+	if !base.IsZero() {
+		res.Base = base.String()
+	}
+	if err != nil {
+		errors.As(err, &res.Untrusted)
+		res.Stuck = errors.Is(err, errStuck)
+		return plumbing.ZeroHash, err
+	}
+	h, err := a.build(ctx, p, res)
+	if errors.Is(err, ErrPermanent) {
+		a.setStuck(base, err)
+	}
+	return h, err
+}
+
+// build is an attempt past sync, on the checked-out base.
+func (a *Automator) build(ctx context.Context, p *pass, res *Result) (plumbing.Hash, error) {
+	tree, err := checkout.Open(a.repo.Dir())
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	defer tree.Close()
+	set, perr := policy.LoadTree(tree, a.cfg.PolicyPath, a.cfg.PolicyFiles)
+	policies := set.Policies
+	res.PolicyErrs, res.Warnings = perr, set.Warnings
+	res.Known = make(map[string]Known, len(policies))
+	for _, pol := range policies {
+		res.Known[pol.Key()] = Known{Interval: pol.ScanInterval(), Repository: pol.Repository()}
+	}
+	if len(p.only) > 0 {
+		policies = slices.DeleteFunc(policies, func(pol *policy.ImagePolicy) bool { return !slices.Contains(p.only, pol.Key()) })
+	}
+	if len(policies) == 0 {
+		return plumbing.ZeroHash, nil
+	}
+	current, err := a.currentTags(tree, policies)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	// Each policy is listed at most once a pass, and chosen for as soon
+	// as its list arrives, while other lists are still in flight.
+	var todo []*policy.ImagePolicy
+	for _, pol := range policies {
+		if _, ok := p.scans[pol.Key()]; !ok {
+			todo = append(todo, pol)
+		}
+	}
+	maps.Copy(p.scans, a.scan(ctx, todo, current, p.explain))
+	if err := a.decide(ctx, tree, res, policies, p.scans, current); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if len(res.Changes) == 0 {
+		return plumbing.ZeroHash, nil
+	}
+	if err := update.Write(tree, res.Edits); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	h, err := a.repo.Commit(res.Message, a.cfg.Author, a.cfg.SignKey)
+	if errors.Is(err, gitrepo.ErrNoChange) {
+		res.Changes = nil
+		return plumbing.ZeroHash, nil
+	}
+	return h, err
+}
+
+func (a *Automator) setStuck(at plumbing.Hash, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stuck = stuck{at: at, err: err}
+}
+
+// stillStuck returns the error a pass failed with for good on tip, if the
+// branch has not moved since.
+func (a *Automator) stillStuck(tip plumbing.Hash) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stuck.err == nil || a.stuck.at != tip {
+		return nil
+	}
+	return fmt.Errorf("%w (%w at %s)", a.stuck.err, errStuck, tip)
+}
+
+// errStuck marks a pass not redone because the branch has not moved.
+var errStuck = errors.New("not retried until the branch moves")
+
 // sync resets the clone to where the next commit goes on top of: the
 // followed branch, or, in a pull-request flow, the push branch if it
 // exists already, so earlier bumps waiting for review are built on and
 // never overwritten.
 func (a *Automator) sync(ctx context.Context) (plumbing.Hash, error) {
-	if a.pushBranch() == a.repo.Branch() {
-		return a.repo.Sync(ctx)
+	var extra []string
+	if a.pushBranch() != a.repo.Branch() {
+		extra = append(extra, a.pushBranch())
 	}
-	tip, err := a.repo.Fetch(ctx, a.pushBranch())
+	tip, err := a.repo.Fetch(ctx, extra...)
 	if err != nil {
 		return tip, err
 	}
-	if pt, err := a.repo.RemoteTip(a.pushBranch()); err == nil {
-		tip = pt
+	if len(extra) > 0 {
+		if pt, err := a.repo.RemoteTip(a.pushBranch()); err == nil {
+			tip = pt
+		}
+	}
+	if err := a.stillStuck(tip); err != nil {
+		return tip, err
+	}
+	// Verified before the working tree is touched: nothing of an
+	// untrusted head is read, not even its policies.
+	if a.cfg.Keyring != nil {
+		if err := a.repo.Verify(a.cfg.Keyring, tip, a.cfg.VerifyAnchor); err != nil {
+			err = fmt.Errorf("refusing to build on %s at %s: %w: %w", a.pushBranch(), tip, ErrPermanent, err)
+			a.setStuck(tip, err)
+			return tip, err
+		}
 	}
 	return tip, a.repo.Reset(tip)
 }
@@ -268,10 +372,6 @@ func (a *Automator) pushBranch() string {
 		return a.cfg.PushBranch
 	}
 	return a.repo.Branch()
-}
-
-func (a *Automator) manifestRoot() string {
-	return filepath.Join(a.repo.Dir(), filepath.FromSlash(a.cfg.ManifestPath))
 }
 
 // scanned is one policy's registry answer.
@@ -345,8 +445,7 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 
 // decide chooses per policy against the tags the markers hold (current),
 // and plans the edits and the message.
-func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
-	root := a.manifestRoot()
+func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
 	res.Policies = res.Policies[:0]
 	images := map[string]update.Image{}
 	for _, p := range policies {
@@ -377,12 +476,9 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 		}
 		res.Policies = append(res.Policies, pr)
 	}
-	edits, changes, err := update.Plan(root, images)
+	edits, changes, err := update.Plan(tree, a.cfg.ManifestPath, images)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
-	}
-	for i := range changes {
-		changes[i].File = filepath.ToSlash(filepath.Join(a.cfg.ManifestPath, changes[i].File))
 	}
 	res.Edits, res.Changes = edits, changes
 	res.Message = ""
@@ -397,8 +493,8 @@ func (a *Automator) decide(ctx context.Context, res *Result, policies []*policy.
 
 // currentTags reads the tag each policy's markers hold now: the floor
 // against downgrades. With several markers the highest-ranked one counts.
-func (a *Automator) currentTags(policies []*policy.ImagePolicy) (map[string]string, error) {
-	markers, err := update.Scan(a.manifestRoot())
+func (a *Automator) currentTags(tree *checkout.Tree, policies []*policy.ImagePolicy) (map[string]string, error) {
+	markers, err := update.Scan(tree, a.cfg.ManifestPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
@@ -433,115 +529,6 @@ func (a *Automator) digest(ctx context.Context, p *policy.ImagePolicy, s *scanne
 	}
 	s.digests[tag] = d
 	return d, nil
-}
-
-// loadPolicies reads the policies from the clone and the flag files.
-func (a *Automator) loadPolicies() ([]*policy.ImagePolicy, error) {
-	return LoadPolicies(a.repo.Dir(), a.cfg.PolicyPath, a.cfg.PolicyFiles)
-}
-
-// LoadPolicies reads the ImagePolicy documents in the YAML files under
-// root/policyPath and in files. A bad file or policy is reported and
-// skipped; the good ones are returned. Two policies with one key are both
-// dropped: which one wins would be a guess.
-func LoadPolicies(root, policyPath string, files []string) ([]*policy.ImagePolicy, error) {
-	var paths []string
-	var errs []error
-	if policyPath != "" {
-		dir := filepath.Join(root, filepath.FromSlash(policyPath))
-		err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() && d.Name() == ".git" {
-				return filepath.SkipDir
-			}
-			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-				paths = append(paths, path)
-			}
-			return nil
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read policies in %s: %w", policyPath, err))
-		}
-	}
-	byKey := map[string]*policy.ImagePolicy{}
-	var dup []string
-	for i, f := range append(paths, files...) {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read policy file: %w", err))
-			continue
-		}
-		// In the repository only files that declare a policy are read,
-		// so unrelated YAML (templates, values) is never an error here.
-		if i < len(paths) && !bytes.Contains(data, []byte(policy.Kind)) {
-			continue
-		}
-		display := f
-		if rel, err := filepath.Rel(root, f); err == nil && !strings.HasPrefix(rel, "..") {
-			display = filepath.ToSlash(rel)
-		}
-		ps, err := policy.Parse(display, data)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		for _, p := range ps {
-			if prev, ok := byKey[p.Key()]; ok {
-				errs = append(errs, fmt.Errorf("%s: policy %s is also defined in %s; both skipped", p.Source, p.Key(), prev.Source))
-				dup = append(dup, p.Key())
-				continue
-			}
-			byKey[p.Key()] = p
-		}
-	}
-	for _, k := range dup {
-		delete(byKey, k)
-	}
-	out := make([]*policy.ImagePolicy, 0, len(byKey))
-	for _, p := range byKey {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out, errors.Join(errs...)
-}
-
-// Validate checks a checkout without any network: every policy parses,
-// every marker is well formed and names a defined policy. It returns
-// every finding, each naming file and line.
-func Validate(root, policyPath, manifestPath string, files []string) []error {
-	var findings []error
-	policies, err := LoadPolicies(root, policyPath, files)
-	if err != nil {
-		findings = append(findings, flatten(err)...)
-	}
-	known := map[string]bool{}
-	for _, p := range policies {
-		known[p.Key()] = true
-	}
-	markers, err := update.Scan(filepath.Join(root, filepath.FromSlash(manifestPath)))
-	if err != nil {
-		findings = append(findings, flatten(err)...)
-	}
-	for _, m := range markers {
-		if !known[m.Policy] {
-			findings = append(findings, fmt.Errorf("%s:%d: marker refers to policy %q, which no valid ImagePolicy defines",
-				filepath.ToSlash(filepath.Join(manifestPath, m.File)), m.Line, m.Policy))
-		}
-	}
-	return findings
-}
-
-// flatten splits a joined error into its parts, for one finding a line.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // Update is the data of the commit message template.

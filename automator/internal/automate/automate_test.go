@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +25,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/checkout"
 	"driftless.dev/automator/internal/ecr"
 	"driftless.dev/automator/internal/ecr/ecrtest"
+	"driftless.dev/automator/internal/policy"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
@@ -99,7 +105,7 @@ func (f *fixture) automator(t *testing.T, clients ...registry.Option) (*automate
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := append([]registry.Option{registry.WithTransport(f.reg.Transport), registry.WithRetries(2, 10_000_000)}, clients...)
+	opts := append([]registry.Option{registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host), registry.WithRetries(2, 10_000_000)}, clients...)
 	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(opts...), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +218,7 @@ func TestAnotherWriterMeanwhileBothCommitsSurvive(t *testing.T) {
 		}
 		otherCommit = h.String()
 	}}
-	a, err := automate.New(automate.Config{PolicyPath: "policies"}, racing, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, racing, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +320,7 @@ func TestBadInputMakesNoCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		repo, _ := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "c"), f.git.RepoURL("other"), "main", gitrepo.Auth{})
-		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 		before, _ := f.git.Head(t.Context(), "other", "main")
 		res, err := a.Run(t.Context(), nil)
 		if err != nil || res.Commit != "" {
@@ -351,9 +357,13 @@ func TestBadInputMakesNoCommit(t *testing.T) {
 	t.Run("WrongCredentials", func(t *testing.T) {
 		dir := t.TempDir()
 		f := newFixture(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "right-password"}},
-			"  auth:\n    provider: dockerconfig\n    dockerConfig: "+filepath.Join(dir, "config.json")+"\n", nil)
+			"  auth:\n    provider: dockerconfig\n    dockerConfig: config.json\n", nil)
 		os.WriteFile(filepath.Join(dir, "config.json"), fmt.Appendf(nil, `{"auths":{%q:{"username":"robot","password":"wrong-password"}}}`, f.host), 0o600)
-		a, _ := f.automator(t)
+		repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{DockerConfigDir: dir}, zaptest.NewLogger(t))
 		before := f.head(t)
 		res, err := a.Run(t.Context(), nil)
 		if err != nil || res.Commit != "" || f.head(t) != before {
@@ -412,7 +422,7 @@ func TestPushBranchAndSignedCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := automate.New(automate.Config{PolicyPath: "policies", PushBranch: "driftless/updates", SignKey: key},
-		repo, registry.New(registry.WithTransport(f.reg.Transport)), &registry.Credentials{}, zaptest.NewLogger(t))
+		repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +505,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL)}
+	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL, ecr.WithAllowedAccounts("123456789012"))}
 	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(), creds, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -510,5 +520,429 @@ spec:
 	got, _ := f.git.Git(ctx, "ecr", "show", "main:app.yaml")
 	if !strings.Contains(got, "/team/ecr-app:aaa-hotfix #") {
 		t.Fatalf("app.yaml:\n%s", got)
+	}
+}
+
+func publicKeyring(t *testing.T, keys ...*openpgp.Entity) *gitrepo.Keyring {
+	t.Helper()
+	var b strings.Builder
+	w, _ := armor.Encode(&b, openpgp.PublicKeyType, nil)
+	for _, k := range keys {
+		if err := k.Serialize(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	k, err := gitrepo.ParseKeyring(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestUntrustedHeadIsNotBuiltOn: with a keyring the automator verifies the
+// history of the head before reading anything; an unsigned commit under a
+// signed one (a person without a key, then a signed commit on top) gets
+// no bump: signing a bump on it would carry the unsigned content into
+// what the synchronizers trust.
+func TestUntrustedHeadIsNotBuiltOn(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	key, err := openpgp.NewEntity("Driftless Automator", "", "automator@driftless.dev", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := f.head(t)
+	cfg := automate.Config{PolicyPath: "policies", SignKey: key, Keyring: publicKeyring(t, key), VerifyAnchor: plumbing.NewHash(seed)}
+	newAuto := func() *automate.Automator {
+		repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := automate.New(cfg, repo, registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host)), &registry.Credentials{}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := newAuto()
+	first, err := a.Run(ctx, nil)
+	if err != nil || first.Commit == "" {
+		t.Fatalf("signed history from the anchor: %v %+v", err, first)
+	}
+	// Someone without a key pushes, then a trusted signed commit lands on top.
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(person.Dir(), "apps/web/rbac.yaml"), "kind: ClusterRoleBinding\n")
+	unsigned, err := person.Commit("unsigned", gitrepo.Signature{Name: "p", Email: "p@x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(person.Dir(), "apps/web/README.md"), "signed on top\n")
+	if _, err := person.Commit("signed", gitrepo.Signature{Name: "Driftless Automator", Email: "automator@driftless.dev"}, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	head := f.head(t)
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.5.0"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, a *automate.Automator, run func(context.Context, []string) (automate.Result, error)) {
+		t.Helper()
+		res, err := run(ctx, nil)
+		var ue *gitrepo.UntrustedError
+		if !errors.As(err, &ue) || !errors.Is(err, gitrepo.ErrUntrusted) || ue.Commit != unsigned.String() {
+			t.Fatalf("%s: got %v, want the unsigned commit %s refused", what, err, unsigned)
+		}
+		if res.Untrusted == nil || res.Untrusted.Commit != unsigned.String() || res.Commit != "" || res.Changes != nil {
+			t.Fatalf("%s: result %+v, want the refusal in it and no change", what, res)
+		}
+		if f.head(t) != head {
+			t.Fatalf("%s: a commit was pushed on an untrusted head", what)
+		}
+	}
+	check("run", a, a.Run)
+	check("plan", a, a.Plan)
+	// A restart, with a new clone, refuses the same way (from the anchor).
+	b := newAuto()
+	check("run after a restart", b, b.Run)
+}
+
+// TestECRTokenStaysWithECR: a policy from Git names the registry; with
+// provider aws it must not be able to send the installation's ECR token
+// to a host of its choosing, nor make the automator assume a role the
+// administrator did not list.
+func TestECRTokenStaysWithECR(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "AWS", Password: "ecr-token"}})
+	if _, err := reg.PushImages(t.Context(), "team/web", "1.0.0", "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	// Every request the registry gets passes here first.
+	u, _ := url.Parse(reg.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var requests, withAuth atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			withAuth.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	host := strings.TrimPrefix(front.URL, "http://")
+	standIn := &ecrtest.StandIn{Password: "ecr-token", Account: "123456789012"}
+	api := httptest.NewServer(standIn)
+	defer api.Close()
+	awsCfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", ""), BaseEndpoint: aws.String(api.URL)}
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "policies/web.yaml"), fmt.Sprintf(`apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: web}
+spec:
+  image: %s/team/web
+  auth: {provider: aws, region: us-east-1, account: "123456789012"}
+  policy: {semver: {range: "^1"}}
+---
+apiVersion: driftless.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: ecr}
+spec:
+  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web
+  auth: {provider: aws, roleARN: "arn:aws:iam::123456789012:role/admin"}
+  policy: {semver: {range: "^1"}}
+`, host))
+	writeFile(t, filepath.Join(src, "app.yaml"), fmt.Sprintf("a: %s/team/web:1.0.0 # {\"$imagepolicy\": \"web\"}\nb: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:1.0.0 # {\"$imagepolicy\": \"ecr\"}\n", host))
+	before, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), git.RepoURL("fleet"), "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := &registry.Credentials{ECR: ecr.NewTokens(awsCfg, api.URL, ecr.WithAllowedAccounts("123456789012"), ecr.WithAllowedRoles("arn:aws:iam::123456789012:role/pull"))}
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithInsecure(host)), creds, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withAuth.Load() != 0 || standIn.Total() != 0 {
+		t.Fatalf("%d requests with credentials reached the non-ECR registry, %d AWS calls; want none", withAuth.Load(), standIn.Total())
+	}
+	if res.PolicyErrs == nil || !strings.Contains(res.PolicyErrs.Error(), "policies/web.yaml:6: spec.auth.provider: aws credentials go only to an Amazon ECR registry") {
+		t.Fatalf("policy errors %v, want the non-ECR host refused naming the field", res.PolicyErrs)
+	}
+	if len(res.Policies) != 1 || res.Policies[0].Policy.Key() != "ecr" {
+		t.Fatalf("policies scanned %+v, want only ecr", res.Policies)
+	}
+	if perr := res.Policies[0].Err; !errors.Is(perr, ecr.ErrRoleNotAllowed) || !strings.Contains(perr.Error(), `spec.auth.roleARN "arn:aws:iam::123456789012:role/admin" is not one of the roles the administrator allows policies to assume (--aws-allowed-roles)`) {
+		t.Fatalf("role not allowed: got %v", perr)
+	}
+	if head, _ := git.Head(t.Context(), "fleet", "main"); head != before || res.Commit != "" {
+		t.Fatal("a commit was made")
+	}
+}
+
+// TestNothingWrittenOutsideTheClone: links committed to the repository
+// cannot make the automator write or read outside its clone. A link
+// planted under the name of the temporary file the edit used to go
+// through is not followed; a marked file or a policy reached through a
+// link that leaves the checkout is refused, naming the link, by run, plan
+// and validate; a link inside the checkout is followed and the file it
+// points to edited.
+func TestNothingWrittenOutsideTheClone(t *testing.T) {
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	writeFile(t, victim, "untouched\n")
+	f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+		"shared/images.yaml": "", // replaced below
+	})
+	ctx := t.Context()
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := func(name, target string) {
+		t.Helper()
+		p := filepath.Join(person.Dir(), name)
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(person.Dir(), "shared/images.yaml"), fmt.Sprintf("image: %s/team/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n", f.host))
+	link("apps/web/deploy.yaml.driftless-tmp", victim)
+	link("apps/web/shared.yaml", "../../shared/images.yaml")
+	if _, err := person.Commit("links", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	a, clone := f.automator(t)
+	plan, err := a.Plan(ctx, nil)
+	if err != nil || plan.Diff == "" {
+		t.Fatalf("plan: %v %+v", err, plan)
+	}
+	res, err := a.Run(ctx, nil)
+	if err != nil || res.Commit == "" {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "untouched\n" {
+		t.Fatalf("a file outside the clone was written through the committed link: %q", got)
+	}
+	for file, want := range map[string]string{"apps/web/deploy.yaml": "/team/web:1.1.0 #", "shared/images.yaml": "/team/web:1.1.0 #"} {
+		if got, _ := f.git.Git(ctx, "fleet", "show", "main:"+file); !strings.Contains(got, want) {
+			t.Errorf("%s after the run:\n%s", file, got)
+		}
+	}
+	if mode, _ := f.git.Git(ctx, "fleet", "ls-tree", "main", "apps/web/shared.yaml"); !strings.HasPrefix(mode, "120000 ") {
+		t.Errorf("the in-checkout link is no longer a link: %q", mode)
+	}
+
+	// Links that leave the checkout: a marked manifest and a policy.
+	writeFile(t, filepath.Join(outside, "evil.yaml"), fmt.Sprintf("image: %s/team/web:1.0.0 # {\"$imagepolicy\": \"apps:web\"}\n", f.host))
+	writeFile(t, filepath.Join(outside, "policy.yaml"), fmt.Sprintf(policyTmpl, f.host, "")+"---\n"+strings.Replace(fmt.Sprintf(policyTmpl, f.host, ""), "name: web", "name: other", 1))
+	if _, err := person.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tip, _ := person.RemoteTip("main")
+	if err := person.Reset(tip); err != nil {
+		t.Fatal(err)
+	}
+	link("apps/web/evil.yaml", filepath.Join(outside, "evil.yaml"))
+	up, err := filepath.Rel(filepath.Join(person.Dir(), "policies"), filepath.Join(outside, "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link("policies/outside.yaml", up) // relative, climbing out
+	if _, err := person.Commit("links out", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	before := f.head(t)
+	outsideBefore, _ := os.ReadFile(filepath.Join(outside, "evil.yaml"))
+	fresh, _ := f.automator(t) // a pass failed for good is not redone on the same commit
+	for name, run := range map[string]func(context.Context, []string) (automate.Result, error){"run": a.Run, "plan": fresh.Plan} {
+		res, err := run(ctx, nil)
+		if !errors.Is(err, automate.ErrPermanent) || !strings.Contains(err.Error(), "apps/web/evil.yaml: a link to "+filepath.Join(outside, "evil.yaml")+", which leads outside the checkout: not read") {
+			t.Fatalf("%s: got %v, want the marked link refused, naming it", name, err)
+		}
+		if res.PolicyErrs == nil || !strings.Contains(res.PolicyErrs.Error(), "policies/outside.yaml: a link to ") {
+			t.Fatalf("%s: policy errors %v, want the policy link refused, naming it", name, res.PolicyErrs)
+		}
+		if f.head(t) != before {
+			t.Fatalf("%s: a commit was made", name)
+		}
+	}
+	tree, err := checkout.Open(clone.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tree.Close()
+	var findings []string
+	errs, _ := policy.Validate(tree, "policies", "", nil)
+	for _, e := range errs {
+		findings = append(findings, e.Error())
+	}
+	all := strings.Join(findings, "\n")
+	if !strings.Contains(all, "apps/web/evil.yaml: a link to") || !strings.Contains(all, "policies/outside.yaml: a link to") {
+		t.Fatalf("validate findings:\n%s", all)
+	}
+	if got, _ := os.ReadFile(filepath.Join(outside, "evil.yaml")); string(got) != string(outsideBefore) {
+		t.Fatal("the file outside was edited")
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "untouched\n" {
+		t.Fatal("the victim was written")
+	}
+}
+
+// TestFluxRepository: a repository set up for Flux image automation, as
+// it is: ImageRepository and ImagePolicy objects in their own files, a
+// pull secret named by secretRef, markers naming the ImagePolicy, one of
+// them in a file named Kustomization. The automator makes the commit
+// Flux's automation would.
+func TestFluxRepository(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "pull-pw"}})
+	if _, err := reg.PushImages(t.Context(), "team/podinfo", "6.0.0", "6.1.0", "7.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	secrets := t.TempDir()
+	writeFile(t, filepath.Join(secrets, "regcred/.dockerconfigjson"), fmt.Sprintf(`{"auths":{%q:{"username":"robot","password":"pull-pw"}}}`, reg.Host))
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "clusters/dev/image-repository.yaml"), fmt.Sprintf(`apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  image: %s/team/podinfo
+  interval: 1m
+  secretRef:
+    name: regcred
+`, reg.Host))
+	writeFile(t, filepath.Join(src, "clusters/dev/image-policy.yaml"), `apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  policy:
+    semver:
+      range: 6.x
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta2
+kind: ImageUpdateAutomation
+metadata:
+  name: flux-system
+  namespace: flux-system
+spec:
+  interval: 30m
+  sourceRef: {kind: GitRepository, name: flux-system}
+  update: {path: ./apps, strategy: Setters}
+`)
+	writeFile(t, filepath.Join(src, "apps/podinfo/deployment.yaml"), fmt.Sprintf("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  template:\n    spec:\n      containers:\n        - name: podinfo\n          image: %s/team/podinfo:6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo\"}\n", reg.Host))
+	writeFile(t, filepath.Join(src, "apps/podinfo/Kustomization"), "resources: [deployment.yaml]\nimages:\n  - name: podinfo\n    newTag: 6.0.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}\n")
+	base, err := git.Seed(t.Context(), "fleet", "main", src, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(t.Context(), filepath.Join(t.TempDir(), "clone"), git.RepoURL("fleet"), "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := automate.New(automate.Config{PolicyPath: "."}, repo, registry.New(registry.WithInsecure(reg.Host)), &registry.Credentials{DockerConfigDir: secrets}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(t.Context(), nil)
+	if err != nil || res.PolicyErrs != nil || res.Commit == "" {
+		t.Fatalf("run: %v, policy errors %v, result %+v", err, res.PolicyErrs, res.Policies)
+	}
+	if pr := res.Policies[0]; pr.Policy.Key() != "flux-system:podinfo" || pr.Choice.Tag != "6.1.0" {
+		t.Fatalf("policy %s chose %q (%s)", pr.Policy.Key(), pr.Choice.Tag, pr.Choice.Reason)
+	}
+	diff, _ := git.Git(t.Context(), "fleet", "diff", "--unified=0", base, res.Commit)
+	for _, want := range []string{
+		"+          image: " + reg.Host + "/team/podinfo:6.1.0 # {\"$imagepolicy\": \"flux-system:podinfo\"}",
+		"+    newTag: 6.1.0 # {\"$imagepolicy\": \"flux-system:podinfo:tag\"}",
+	} {
+		if !strings.Contains(diff, want) {
+			t.Errorf("the commit lacks %q:\n%s", want, diff)
+		}
+	}
+	if strings.Count(diff, "diff --git") != 2 {
+		t.Errorf("the commit changes other files:\n%s", diff)
+	}
+}
+
+// countingTransport counts the requests that reach the registry.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int32
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// TestPermanentFailureWaitsForTheBranchToMove: a pass that fails for good
+// (here a digest marker for a policy that pins none, found once the
+// registry was asked) is not redone on the same commit: the passes after
+// it fetch, see the branch has not moved, and say so without asking any
+// registry; a fix pushed makes the next pass work.
+func TestPermanentFailureWaitsForTheBranchToMove(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", map[string]string{
+		"apps/web/broken.yaml": "digest: sha256:00 # {\"$imagepolicy\": \"apps:web:digest\"}\n",
+	})
+	ctx := t.Context()
+	counter := &countingTransport{next: f.reg.Transport}
+	a, _ := f.automator(t, registry.WithTransport(counter))
+	_, err := a.Run(ctx, nil)
+	if !errors.Is(err, automate.ErrPermanent) {
+		t.Fatalf("got %v, want ErrPermanent", err)
+	}
+	asked := counter.n.Load()
+	if asked == 0 {
+		t.Fatal("the first pass did not reach the registry: the failure must come after the scan")
+	}
+	res, err := a.Run(ctx, nil)
+	if !errors.Is(err, automate.ErrPermanent) || !res.Stuck || !strings.Contains(err.Error(), "apps/web/broken.yaml") || !strings.Contains(err.Error(), "not retried until the branch moves") {
+		t.Fatalf("second pass on the same commit: %v (stuck %v)", err, res.Stuck)
+	}
+	if n := counter.n.Load(); n != asked {
+		t.Fatalf("the second pass on the same broken commit made %d registry requests, want none", n-asked)
+	}
+	// The fix.
+	person, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "person"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(person.Dir(), "apps/web/broken.yaml"))
+	if _, err := person.Commit("fix", gitrepo.Signature{Name: "p", Email: "p@x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := person.Push(ctx, "main"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Run(ctx, nil); err != nil || res.Stuck || res.Commit == "" {
+		t.Fatalf("after the fix: %v %+v", err, res)
 	}
 }

@@ -45,7 +45,7 @@ func BenchmarkPlan100x1000(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithBudget(0, 1)), &registry.Credentials{}, zap.NewNop())
+	a, err := automate.New(automate.Config{PolicyPath: "policies"}, repo, registry.New(registry.WithBudget(0, 1), registry.WithInsecure(reg.Host)), &registry.Credentials{}, zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,12 +6,16 @@
 package hook
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -34,6 +38,18 @@ type Target interface {
 	Trigger(keys []string)
 }
 
+// MaxBody bounds a notification's body. Real ones are small (a
+// distribution envelope, a Docker Hub webhook, an EventBridge event: a few
+// KiB); more is refused with 413 without being read.
+const MaxBody = 1 << 20
+
+// DefaultConcurrent is how many bodies are read at once by default.
+const DefaultConcurrent = 16
+
+// readTimeout bounds reading one body, so a sender that trickles it
+// cannot hold a reading slot.
+const readTimeout = 10 * time.Second
+
 // Handler serves the webhook.
 type Handler struct {
 	// Secret must be presented as "Authorization: Bearer <secret>" or
@@ -45,6 +61,12 @@ type Handler struct {
 	// answers 503 so the sender retries and reaches the leader.
 	Leading func() bool
 	Log     *zap.Logger
+	// Concurrent bounds the bodies read at once; a request beyond it gets
+	// 503 (senders retry) instead of memory. Default DefaultConcurrent.
+	Concurrent int
+
+	once sync.Once
+	sem  chan struct{}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,16 +75,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.Secret != "" && !h.authorized(r) {
-		// Never echo what was sent: it may be a near-miss secret.
+		// Never echo what was sent: it may be a near-miss secret. The
+		// connection is closed, so the server does not read the body
+		// either (it would, to reuse the connection).
+		w.Header().Set("Connection", "close")
 		http.Error(w, "missing or wrong secret", http.StatusUnauthorized)
 		return
 	}
 	if h.Leading != nil && !h.Leading() {
+		w.Header().Set("Connection", "close")
 		http.Error(w, "not the leader; retry", http.StatusServiceUnavailable)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-	if err != nil {
+	// The secret is checked above from headers alone: nothing of an
+	// unauthenticated request's body is read when a secret is set. Reads
+	// are bounded in size, time and number.
+	h.once.Do(func() { h.sem = make(chan struct{}, cmp.Or(h.Concurrent, DefaultConcurrent)) })
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	default:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "busy; retry", http.StatusServiceUnavailable)
+		return
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(readTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		w.Header().Set("Connection", "close")
+		http.Error(w, fmt.Sprintf("notification larger than %d bytes", MaxBody), http.StatusRequestEntityTooLarge)
+		return
+	case err != nil:
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
@@ -105,7 +150,7 @@ func Parse(body []byte) ([]Push, error) {
 	case probe["detail-type"] != nil:
 		return parseEventBridge(body)
 	}
-	return nil, fmt.Errorf("unknown notification: want a distribution envelope (events), a Docker Hub webhook (push_data) or an EventBridge ECR event (detail-type)")
+	return nil, errors.New("unknown notification: want a distribution envelope (events), a Docker Hub webhook (push_data) or an EventBridge ECR event (detail-type)")
 }
 
 func parseDistribution(body []byte) ([]Push, error) {
@@ -142,7 +187,7 @@ func parseDockerHub(body []byte) ([]Push, error) {
 		} `json:"repository"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Repository.RepoName == "" {
-		return nil, fmt.Errorf("Docker Hub webhook: want repository.repo_name and push_data.tag")
+		return nil, errors.New("webhook from Docker Hub: want repository.repo_name and push_data.tag")
 	}
 	repo := ev.Repository.RepoName
 	if !strings.Contains(repo, "/") {
@@ -164,7 +209,7 @@ func parseEventBridge(body []byte) ([]Push, error) {
 		} `json:"detail"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil {
-		return nil, fmt.Errorf("EventBridge event: %v", err)
+		return nil, fmt.Errorf("event from EventBridge: %v", err)
 	}
 	if ev.DetailType != "ECR Image Action" || ev.Detail.ActionType != "PUSH" || ev.Detail.Result != "SUCCESS" || ev.Detail.ImageTag == "" {
 		return nil, nil

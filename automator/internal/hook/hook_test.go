@@ -1,14 +1,18 @@
 package hook_test
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"driftless.dev/automator/internal/hook"
 )
@@ -103,5 +107,107 @@ func TestSecretAndLeadership(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("unknown payload: %d, want 400", resp.StatusCode)
+	}
+}
+
+func post(t *testing.T, url, auth string, body io.Reader) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, body)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+const push = `{"events":[{"action":"push","target":{"repository":"team/web","tag":"1.1.0"}}]}`
+
+// TestBodiesAreBounded: 1 MiB of body at most; with a secret, nothing of
+// an unauthenticated body is read (an endless one is answered at once).
+func TestBodiesAreBounded(t *testing.T) {
+	tg := &target{}
+	srv := httptest.NewServer(&hook.Handler{Secret: "hook-secret", Target: tg, Log: zaptest.NewLogger(t)})
+	defer srv.Close()
+	big := `{"events":[{"action":"push","target":{"repository":"team/web","tag":"1.1.0"}}],"pad":"` + strings.Repeat("x", hook.MaxBody) + `"}`
+	if s := post(t, srv.URL, "Bearer hook-secret", strings.NewReader(big)); s != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body over 1 MiB: %d, want 413", s)
+	}
+	if len(tg.triggered) != 0 {
+		t.Fatalf("an oversized notification triggered %v", tg.triggered)
+	}
+	// A real-sized one with padding passes.
+	ok := `{"events":[{"action":"push","target":{"repository":"team/web","tag":"1.1.0"}}],"pad":"` + strings.Repeat("x", 64<<10) + `"}`
+	if s := post(t, srv.URL, "Bearer hook-secret", strings.NewReader(ok)); s != http.StatusOK {
+		t.Fatalf("a 64 KiB notification: %d", s)
+	}
+	// Without the secret, an endless body is not read: answered 401.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { pw.Write([]byte(`{"events":[`)) }()
+	if s := post(t, srv.URL, "", pr); s != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated endless body: %d, want 401", s)
+	}
+}
+
+// TestConcurrentReadsAreCapped: without a secret every read is
+// unauthenticated; bodies held open by slow senders take at most
+// Concurrent slots, the next sender gets 503 (and retries), and a freed
+// slot serves again.
+func TestConcurrentReadsAreCapped(t *testing.T) {
+	tg := &target{}
+	srv := httptest.NewServer(&hook.Handler{Target: tg, Log: zaptest.NewLogger(t), Concurrent: 2})
+	defer srv.Close()
+	// Two slow senders: each sends the start of a body and holds it open.
+	// One turned away (the other and a probe held both slots a moment)
+	// tries again, as real senders retry a 503.
+	var mu sync.Mutex
+	var open []*io.PipeWriter
+	done := false
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				pr, pw := io.Pipe()
+				mu.Lock()
+				if done {
+					mu.Unlock()
+					return
+				}
+				open = append(open, pw)
+				mu.Unlock()
+				go pw.Write([]byte(`{"events":[`))
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, pr)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					return
+				}
+			}
+		})
+	}
+	status := func() int { return post(t, srv.URL, "", strings.NewReader(push)) }
+	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return status() == http.StatusServiceUnavailable, nil
+	})
+	if err != nil {
+		t.Fatal("two bodies held open, and another request still got a reading slot")
+	}
+	mu.Lock()
+	done = true
+	for _, pw := range open {
+		pw.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
+	if s := status(); s != http.StatusOK {
+		t.Fatalf("after the slow senders ended: %d, want 200", s)
 	}
 }

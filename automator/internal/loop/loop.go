@@ -4,6 +4,7 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -32,6 +33,10 @@ type Loop struct {
 	jitter float64
 	// retry is the wait after a failed pass.
 	retry time.Duration
+
+	// warned and skipped are the last warnings and policy errors logged,
+	// so each is said once until it changes. Loop goroutine only.
+	warned, skipped string
 
 	mu       sync.Mutex
 	known    map[string]automate.Known
@@ -111,29 +116,7 @@ func (l *Loop) Run(ctx context.Context, refresh time.Duration) error {
 		}
 		known := l.known
 		l.mu.Unlock()
-		now := time.Now()
-		for k := range next {
-			if _, ok := known[k]; !ok {
-				delete(next, k)
-			}
-		}
-		for k, kn := range known {
-			_, seen := next[k]
-			switch {
-			case len(only) == 0 || slices.Contains(only, k):
-				d := l.spread(kn.Interval)
-				if err != nil {
-					d = min(d, l.retry)
-				}
-				next[k] = now.Add(d)
-			case !seen:
-				next[k] = now // found by this pass, never scanned: due now
-			}
-		}
-		next[discover] = now.Add(refresh)
-		if err != nil {
-			next[discover] = now.Add(min(refresh, l.retry))
-		}
+		l.schedule(next, known, only, err, time.Now(), refresh)
 	}
 	pass(nil)
 	for {
@@ -179,6 +162,38 @@ func (l *Loop) Run(ctx context.Context, refresh time.Duration) error {
 	}
 }
 
+// schedule sets, after a pass over only (all when empty) that ended with
+// err, when each known policy is scanned next and when Git is read for new
+// policies. A failure a retry may fix (a registry or Git server down) is
+// retried soon; a permanent one (the repository needs a fix) is not: the
+// passes that follow only fetch until the branch moves, at their usual
+// pace.
+func (l *Loop) schedule(next map[string]time.Time, known map[string]automate.Known, only []string, err error, now time.Time, refresh time.Duration) {
+	retry := err != nil && !errors.Is(err, automate.ErrPermanent)
+	for k := range next {
+		if _, ok := known[k]; !ok && k != discover {
+			delete(next, k)
+		}
+	}
+	for k, kn := range known {
+		_, seen := next[k]
+		switch {
+		case len(only) == 0 || slices.Contains(only, k):
+			d := l.spread(kn.Interval)
+			if retry {
+				d = min(d, l.retry)
+			}
+			next[k] = now.Add(d)
+		case !seen:
+			next[k] = now // found by this pass, never scanned: due now
+		}
+	}
+	next[discover] = now.Add(refresh)
+	if retry {
+		next[discover] = now.Add(min(refresh, l.retry))
+	}
+}
+
 func (l *Loop) spread(d time.Duration) time.Duration {
 	f := 1 + l.jitter*(2*rand.Float64()-1)
 	return time.Duration(float64(d) * f)
@@ -186,8 +201,17 @@ func (l *Loop) spread(d time.Duration) time.Duration {
 
 // report logs a pass: Info for a change of state, Error once per failure.
 func (l *Loop) report(res automate.Result, err error, secs float64) {
-	if res.PolicyErrs != nil {
+	if res.PolicyErrs != nil && res.PolicyErrs.Error() != l.skipped {
 		l.log.Error("some policies were skipped", zap.Error(res.PolicyErrs))
+	}
+	if res.PolicyErrs != nil {
+		l.skipped = res.PolicyErrs.Error()
+	} else if res.Base != "" {
+		l.skipped = ""
+	}
+	if w := errors.Join(res.Warnings...); w != nil && w.Error() != l.warned {
+		l.warned = w.Error()
+		l.log.Warn("policy fields without effect", zap.Error(w))
 	}
 	for _, pr := range res.Policies {
 		if pr.Err != nil {
@@ -198,6 +222,13 @@ func (l *Loop) report(res automate.Result, err error, secs float64) {
 			zap.String("chosen", pr.Choice.Tag), zap.String("reason", pr.Choice.Reason))
 	}
 	switch {
+	case res.Stuck:
+		l.log.Debug("the branch has not moved since the pass failed for good", zap.Error(err))
+	case res.Untrusted != nil:
+		l.log.Error("refusing to build on an untrusted head: no edit, no commit until a trusted commit is at the head",
+			zap.String("commit", res.Untrusted.Commit), zap.String("reason", res.Untrusted.Reason))
+	case errors.Is(err, automate.ErrPermanent):
+		l.log.Error("pass failed: the repository needs a fix; not retried until the branch moves", zap.Error(err), zap.String("revision", res.Base))
 	case err != nil:
 		l.log.Error("pass failed", zap.Error(err), zap.Float64("seconds", secs))
 	case res.Commit != "":

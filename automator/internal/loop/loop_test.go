@@ -2,6 +2,8 @@ package loop
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -100,9 +102,40 @@ func TestScheduleTriggersAndDiscovery(t *testing.T) {
 		defer rec.mu.Unlock()
 		return len(rec.calls) > 0 && strings.Contains(strings.Join(rec.calls[len(rec.calls)-1], ","), "discover")
 	})
-	before := rec.count("fast")
-	time.Sleep(400 * time.Millisecond) // several of its old intervals
+	// Three more discovery passes (200ms apart): the removed policy's
+	// interval (100ms) came round several times meanwhile.
+	before, discoveries := rec.count("fast"), rec.count(discover)
+	poll("three more discovery passes", func() bool { return rec.count(discover) >= discoveries+3 })
 	if rec.count("fast") != before {
 		t.Fatal("a removed policy is still scanned")
+	}
+}
+
+// TestScheduleAfterFailures: a failure a retry may fix is retried soon; a
+// permanent one (the repository needs a fix) waits for its usual pace,
+// the passes after it only fetching until the branch moves.
+func TestScheduleAfterFailures(t *testing.T) {
+	l := New(&recorder{}, zaptest.NewLogger(t), func(automate.Result, error, float64) {})
+	l.jitter = 0
+	known := map[string]automate.Known{"web": known("ghcr.io/org/web", time.Hour)}
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"ok", nil, time.Hour},
+		{"registry down", errors.New("registry unreachable"), l.retry},
+		{"manifest broken", fmt.Errorf("scan: %w", automate.ErrPermanent), time.Hour},
+	} {
+		next := map[string]time.Time{}
+		l.schedule(next, known, nil, tc.err, now, 30*time.Minute)
+		if got := next["web"].Sub(now); got != tc.want {
+			t.Errorf("%s: next scan in %s, want %s", tc.name, got, tc.want)
+		}
+		wantDiscover := min(30*time.Minute, tc.want)
+		if got := next[discover].Sub(now); got != wantDiscover {
+			t.Errorf("%s: next discovery in %s, want %s", tc.name, got, wantDiscover)
+		}
 	}
 }

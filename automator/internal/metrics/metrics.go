@@ -22,6 +22,9 @@ type Metrics struct {
 	PushRetries prometheus.Counter
 	Errors      *prometheus.CounterVec
 	PassSeconds prometheus.Histogram
+	// UntrustedHead is 1 while the head of the branch fails verification
+	// against --verify-keyring (the automator builds nothing on it).
+	UntrustedHead prometheus.Gauge
 }
 
 // New registers the metrics with reg.
@@ -41,14 +44,23 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Errors, by reason."}, []string{"reason"}),
 		PassSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "driftless_automator_pass_duration_seconds",
 			Help: "Duration of automation passes.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
+		UntrustedHead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "driftless_automator_untrusted_head",
+			Help: "1 while the head of the branch fails verification against --verify-keyring: nothing is built on it."}),
 	}
-	reg.MustRegister(m.Passes, m.Scans, m.TagsSeen, m.Updates, m.PushRetries, m.Errors, m.PassSeconds)
+	reg.MustRegister(m.Passes, m.Scans, m.TagsSeen, m.Updates, m.PushRetries, m.Errors, m.PassSeconds, m.UntrustedHead)
 	return m
 }
 
 // Observe records one pass.
 func (m *Metrics) Observe(res automate.Result, err error, seconds float64) {
 	m.PassSeconds.Observe(seconds)
+	switch {
+	case res.Untrusted != nil:
+		m.UntrustedHead.Set(1)
+	case err == nil || res.Policies != nil:
+		// The pass got past verification.
+		m.UntrustedHead.Set(0)
+	}
 	switch {
 	case err != nil:
 		m.Passes.WithLabelValues("failed").Inc()
@@ -100,6 +112,8 @@ func Reason(err error) string {
 		return "git_auth"
 	case errors.Is(err, gitrepo.ErrRejected):
 		return "git_rejected"
+	case errors.Is(err, gitrepo.ErrUntrusted):
+		return "untrusted_head"
 	case errors.Is(err, automate.ErrPermanent):
 		return "manifests"
 	}

@@ -6,7 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +14,8 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.yaml.in/yaml/v3"
+
+	"driftless.dev/automator/internal/ecr"
 )
 
 // APIVersion and Kind identify an ImagePolicy document.
@@ -41,6 +43,8 @@ type ImagePolicy struct {
 	excludes []*regexp.Regexp
 	interval time.Duration
 	repo     name.Repository
+	// suspended: a Flux object marked suspend; known, never scanned.
+	suspended bool
 }
 
 // Metadata names a policy. Markers refer to it as "namespace:name", or
@@ -118,14 +122,15 @@ type Auth struct {
 	// credential chain) or "dockerconfig" (a docker config.json, such as a
 	// mounted image pull secret).
 	Provider string `yaml:"provider,omitempty"`
-	// DockerConfig is the path of the config.json for "dockerconfig";
-	// relative paths are taken from the automator's --docker-config-dir.
+	// DockerConfig is the path of the config.json for "dockerconfig",
+	// relative to the automator's --docker-config-dir (where the
+	// administrator mounts pull secrets); nothing outside it is read.
 	DockerConfig string `yaml:"dockerConfig,omitempty"`
 	// RoleARN, for "aws", is a role to assume (cross-account ECR).
 	RoleARN string `yaml:"roleARN,omitempty"`
-	// Region and Account, for "aws", override what the ECR host name says;
-	// Region is required when the registry is reached under another name
-	// (a pull-through alias or a private DNS name).
+	// Region and Account, for "aws", may repeat what the ECR host name
+	// says; they cannot differ from it (a token is issued only for the
+	// registry the host names).
 	Region  string `yaml:"region,omitempty"`
 	Account string `yaml:"account,omitempty"`
 }
@@ -150,6 +155,9 @@ type FieldError struct {
 	Line  int
 	Field string
 	Msg   string
+	// Policy is the key of the policy the error is about, when the
+	// document got that far; markers naming it are not reported again.
+	Policy string
 }
 
 func (e *FieldError) Error() string {
@@ -166,37 +174,11 @@ func (e *FieldError) Error() string {
 // Parse reads every ImagePolicy in data, a file of one or more YAML
 // documents; documents of other kinds are ignored. It returns the valid
 // policies and one error per bad one (joined), so a bad policy never hides
-// the good ones.
+// the good ones. Flux ImagePolicy documents need their ImageRepository:
+// use Load for a set of files.
 func Parse(file string, data []byte) ([]*ImagePolicy, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var out []*ImagePolicy
-	var errs []error
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			// The rest of the file cannot be read past a syntax error.
-			errs = append(errs, &FieldError{File: file, Msg: "malformed YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
-			break
-		}
-		if len(doc.Content) == 0 {
-			continue
-		}
-		root := doc.Content[0]
-		if kindOf(root) != Kind {
-			continue
-		}
-		p, err := decode(file, root)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, errors.Join(errs...)
+	set, err := Load([]File{{Name: file, Data: data}})
+	return set.Policies, err
 }
 
 func kindOf(n *yaml.Node) string {
@@ -207,37 +189,72 @@ func kindOf(n *yaml.Node) string {
 }
 
 func decode(file string, root *yaml.Node) (*ImagePolicy, error) {
-	// Strict decoding through a re-encode: yaml.Node.Decode has no
-	// KnownFields, and a misspelt field must not be silently ignored.
-	b, err := yaml.Marshal(root)
-	if err != nil {
-		return nil, &FieldError{File: file, Line: root.Line, Msg: err.Error()}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	p := &ImagePolicy{Source: file}
-	if err := dec.Decode(p); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		// Line numbers refer to the re-encoded document; name the
-		// document's first line instead, plus the decoder's words.
-		msg = regexp.MustCompile(`line \d+: `).ReplaceAllString(msg, "")
-		return nil, &FieldError{File: file, Line: root.Line, Msg: "ImagePolicy: " + msg}
+	if err := strictDecode(root, p); err != nil {
+		return nil, &FieldError{File: file, Line: root.Line, Msg: "ImagePolicy: " + err.Error(), Policy: keyOf(root)}
 	}
-	if err := p.validate(root); err != nil {
+	if err := p.validate(ownFields(file, root)); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
+// strictDecode decodes n into v refusing unknown fields, with the
+// decoder's words made readable: "unknown field "x"" rather than "field x
+// not found in type policy.Spec".
+func strictDecode(n *yaml.Node, v any) error {
+	// Through a re-encode: yaml.Node.Decode has no KnownFields, and a
+	// misspelt field must not be silently ignored.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+		// Line numbers refer to the re-encoded document.
+		msg = regexp.MustCompile(`line \d+: `).ReplaceAllString(msg, "")
+		msg = regexp.MustCompile(`field (\S+) not found in type \S+`).ReplaceAllString(msg, `unknown field "$1"`)
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// keyOf is the key of the policy document n declares, as far as its
+// metadata can be read.
+func keyOf(n *yaml.Node) string {
+	md := lookup(n, "metadata")
+	name, ns := lookup(md, "name"), lookup(md, "namespace")
+	switch {
+	case name == nil:
+		return ""
+	case ns == nil || ns.Value == "":
+		return name.Value
+	}
+	return ns.Value + ":" + name.Value
+}
+
+// locate says where a field of a policy came from, for its error: the
+// file, the line, and the field's name there.
+type locate func(path string) (file string, line int, field string)
+
+// ownFields locates the fields of a Driftless ImagePolicy in its document.
+func ownFields(file string, root *yaml.Node) locate {
+	return func(path string) (string, int, string) { return file, lineOf(root, path), path }
+}
+
 // validate checks every field and compiles what Select needs. It reports
 // all problems of the policy at once, each with its field and line.
-func (p *ImagePolicy) validate(root *yaml.Node) error {
+func (p *ImagePolicy) validate(loc locate) error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{File: p.Source, Line: lineOf(root, path), Field: path, Msg: fmt.Sprintf(format, args...)})
+		file, line, field := loc(path)
+		errs = append(errs, &FieldError{File: file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...), Policy: p.Key()})
 	}
 	if p.APIVersion != APIVersion {
-		bad("apiVersion", "got %q, want %q", p.APIVersion, APIVersion)
+		bad("apiVersion", "got %q, want %q (or a Flux ImagePolicy, %s or %s)", p.APIVersion, APIVersion, FluxAPIVersionV1beta2, FluxAPIVersionV1)
 	}
 	if p.Metadata.Name == "" {
 		bad("metadata.name", "required")
@@ -313,6 +330,10 @@ func (p *ImagePolicy) validate(root *yaml.Node) error {
 	for i, x := range p.Spec.Exclude {
 		re, err := regexp.Compile(x)
 		if err != nil {
+			if g := fromGlob(x); g != "" {
+				bad(fmt.Sprintf("spec.exclude[%d]", i), "%q is a glob, but exclusions are regular expressions: did you mean %q?", x, g)
+				continue
+			}
 			bad(fmt.Sprintf("spec.exclude[%d]", i), "not a regular expression: %v", err)
 			continue
 		}
@@ -321,17 +342,53 @@ func (p *ImagePolicy) validate(root *yaml.Node) error {
 	switch p.Spec.Auth.Provider {
 	case "", AuthNone:
 	case AuthAWS:
-		if p.repo.RegistryStr() != "" && !IsECR(p.repo.RegistryStr()) && p.Spec.Auth.Region == "" {
-			bad("spec.auth.region", "required with provider aws when the registry (%s) is not named <account>.dkr.ecr.<region>.amazonaws.com", p.repo.RegistryStr())
+		// ECR credentials are sent only to an ECR registry: a policy in
+		// Git cannot point them at a host of its choosing.
+		if host := p.repo.RegistryStr(); host != "" {
+			reg, ok := ecr.ParseHost(host)
+			switch {
+			case !ok:
+				bad("spec.auth.provider", "aws credentials go only to an Amazon ECR registry (<account>.dkr.ecr.<region>.amazonaws.com, or its .amazonaws.com.cn, dkr.ecr-fips, dkr-ecr...on.aws forms); %s is not one", host)
+			case p.Spec.Auth.Region != "" && p.Spec.Auth.Region != reg.Region:
+				bad("spec.auth.region", "%q differs from the region of the registry host %s (%s): a token is issued for the registry the host names", p.Spec.Auth.Region, host, reg.Region)
+			case p.Spec.Auth.Account != "" && p.Spec.Auth.Account != reg.Account:
+				bad("spec.auth.account", "%q differs from the account of the registry host %s (%s): a token is issued for the registry the host names", p.Spec.Auth.Account, host, reg.Account)
+			}
 		}
 	case AuthDockerConfig:
-		if p.Spec.Auth.DockerConfig == "" {
+		switch dc := p.Spec.Auth.DockerConfig; {
+		case dc == "":
 			bad("spec.auth.dockerConfig", "required for provider dockerconfig: the path of a docker config.json")
+		case !filepath.IsLocal(filepath.FromSlash(dc)):
+			bad("spec.auth.dockerConfig", "%q: want a path relative to the automator's --docker-config-dir, without '..': policies may use only the pull secrets mounted there", dc)
 		}
 	default:
 		bad("spec.auth.provider", "%q: want none, aws or dockerconfig", p.Spec.Auth.Provider)
 	}
 	return errors.Join(errs...)
+}
+
+// fromGlob returns the regular expression a glob such as "*-debug" means
+// (".*-debug"), or "" when x has no glob wildcard.
+func fromGlob(x string) string {
+	if !strings.ContainsAny(x, "*?") {
+		return ""
+	}
+	var b strings.Builder
+	for _, r := range x {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	if _, err := regexp.Compile(b.String()); err != nil {
+		return ""
+	}
+	return b.String()
 }
 
 // tagged reports whether image ends in a :tag (a colon after the last slash).
@@ -358,21 +415,6 @@ func checkTemplate(re *regexp.Regexp, extract string) error {
 		}
 	}
 	return nil
-}
-
-// ecrHost matches an ECR registry: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn].
-var ecrHost = regexp.MustCompile(`^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$`)
-
-// IsECR reports whether host is an Amazon ECR registry.
-func IsECR(host string) bool { return ecrHost.MatchString(host) }
-
-// ECRAccountRegion returns the account and region an ECR host names.
-func ECRAccountRegion(host string) (account, region string, ok bool) {
-	m := ecrHost.FindStringSubmatch(host)
-	if m == nil {
-		return "", "", false
-	}
-	return m[1], m[2], true
 }
 
 // lookup returns the value node of key in mapping n.

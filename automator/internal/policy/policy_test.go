@@ -8,7 +8,12 @@ import (
 
 func mustPolicy(t *testing.T, spec string) *ImagePolicy {
 	t.Helper()
-	ps, err := Parse("test.yaml", []byte("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n"+spec))
+	return mustPolicyOf(t, "ghcr.io/org/app", spec)
+}
+
+func mustPolicyOf(t *testing.T, image, spec string) *ImagePolicy {
+	t.Helper()
+	ps, err := Parse("test.yaml", []byte("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: "+image+"\n"+spec))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -120,7 +125,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"bad range", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    semver:\n      range: '>=1.0 <<2'\n",
 			[]string{"bad.yaml:9: spec.policy.semver.range", "is not a semver range"}},
 		{"unknown field", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  polcy: {}\n",
-			[]string{"bad.yaml:1", "field polcy not found"}},
+			[]string{"bad.yaml:1", `unknown field "polcy"`}},
 		{"no ordering and tagged image", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app:1.0\n",
 			[]string{"bad.yaml:6: spec.image", "without a tag", "bad.yaml:6: spec.policy: set exactly one"}},
 		{"two orderings", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    semver: {range: '*'}\n    numerical: {}\n",
@@ -131,8 +136,14 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 			[]string{"bad.yaml:10: spec.filterTags.pattern", "bad.yaml:11: spec.exclude[1]"}},
 		{"extract names a missing group", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  filterTags:\n    pattern: '^(?P<ts>\\d+)$'\n    extract: '$stamp'\n",
 			[]string{"spec.filterTags.extract", `group "stamp"`}},
+		{"a glob in exclude", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  exclude: ['^latest$', '*-debug']\n",
+			[]string{"bad.yaml:9: spec.exclude[1]", `"*-debug" is a glob, but exclusions are regular expressions: did you mean ".*-debug"?`}},
 		{"aws auth for a non-ECR registry", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  auth:\n    provider: aws\n",
-			[]string{"spec.auth.region", "required with provider aws"}},
+			[]string{"bad.yaml:10: spec.auth.provider", "ghcr.io is not one"}},
+		{"docker config outside the mounted folder", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  policy:\n    numerical: {}\n  auth:\n    provider: dockerconfig\n    dockerConfig: /root/.docker/config.json\n",
+			[]string{"bad.yaml:11: spec.auth.dockerConfig", "relative to the automator's --docker-config-dir"}},
+		{"aws auth for an ECR host in another region", "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/app\n  policy:\n    numerical: {}\n  auth:\n    provider: aws\n    region: eu-west-1\n",
+			[]string{"bad.yaml:11: spec.auth.region", `"eu-west-1" differs`}},
 		{"bad interval and apiVersion", "apiVersion: v1\nkind: ImagePolicy\nmetadata:\n  name: app\nspec:\n  image: ghcr.io/org/app\n  interval: soon\n  policy:\n    numerical: {}\n",
 			[]string{"bad.yaml:1: apiVersion", "bad.yaml:7: spec.interval"}},
 	} {
@@ -181,14 +192,10 @@ spec:
 	if ps[0].ScanInterval().String() != "1m0s" || ps[0].Repository().RegistryStr() != "123456789012.dkr.ecr.eu-west-1.amazonaws.com" {
 		t.Fatalf("parsed %v %v", ps[0].ScanInterval(), ps[0].Repository())
 	}
-	acct, region, ok := ECRAccountRegion(ps[0].Repository().RegistryStr())
-	if !ok || acct != "123456789012" || region != "eu-west-1" {
-		t.Fatalf("ECR account/region = %q %q %v", acct, region, ok)
-	}
 }
 
 func TestSelectNewestPushed(t *testing.T) {
-	p := mustPolicy(t, "  auth: {provider: aws, region: eu-west-1}\n  exclude: ['^latest$']\n  policy:\n    newestPushed: {}\n")
+	p := mustPolicyOf(t, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "  auth: {provider: aws, region: eu-west-1}\n  exclude: ['^latest$']\n  policy:\n    newestPushed: {}\n")
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	pushed := map[string]time.Time{
 		"main-abc": t0.Add(3 * time.Hour), // newest, though it sorts first by name

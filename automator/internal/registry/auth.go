@@ -1,15 +1,16 @@
 package registry
 
 import (
+	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"driftless.dev/automator/internal/ecr"
@@ -40,13 +41,10 @@ func (c *Credentials) For(ctx context.Context, p *policy.ImagePolicy) (authn.Aut
 		if err != nil {
 			return nil, err
 		}
-		return c.ECR.Authenticator(ctx, req)
+		a, err := c.ECR.Authenticator(ctx, req)
+		return a, ecrRefusal(p, err)
 	case policy.AuthDockerConfig:
-		path := p.Spec.Auth.DockerConfig
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(c.DockerConfigDir, path)
-		}
-		return fromDockerConfig(path, host)
+		return c.fromDockerConfig(p.Spec.Auth.DockerConfig, host)
 	default:
 		return authn.Anonymous, nil
 	}
@@ -56,15 +54,21 @@ func (c *Credentials) ecrRequest(p *policy.ImagePolicy) (ecr.Request, error) {
 	if c.ECR == nil {
 		return ecr.Request{}, fmt.Errorf("policy %s asks for aws credentials, but the automator runs without AWS (--aws)", p.Key())
 	}
-	host := p.Repository().RegistryStr()
-	account, region, _ := policy.ECRAccountRegion(host)
-	if p.Spec.Auth.Region != "" {
-		region = p.Spec.Auth.Region
+	return ecr.Request{Host: p.Repository().RegistryStr(), RoleARN: p.Spec.Auth.RoleARN}, nil
+}
+
+// ecrRefusal names the policy field behind a token the installation
+// refuses to hand out.
+func ecrRefusal(p *policy.ImagePolicy, err error) error {
+	switch {
+	case errors.Is(err, ecr.ErrNotECRHost):
+		return fmt.Errorf("policy %s: spec.image: %w", p.Key(), err)
+	case errors.Is(err, ecr.ErrRoleNotAllowed):
+		return fmt.Errorf("policy %s: spec.auth.roleARN %q is not one of the roles the administrator allows policies to assume (--aws-allowed-roles): %w", p.Key(), p.Spec.Auth.RoleARN, ecr.ErrRoleNotAllowed)
+	case errors.Is(err, ecr.ErrAccountNotAllowed):
+		return fmt.Errorf("policy %s: spec.image: %w", p.Key(), err)
 	}
-	if p.Spec.Auth.Account != "" {
-		account = p.Spec.Auth.Account
-	}
-	return ecr.Request{Host: host, Account: account, Region: region, RoleARN: p.Spec.Auth.RoleARN}, nil
+	return err
 }
 
 // PushTimes returns when each tag of p's repository was pushed (ECR only).
@@ -73,49 +77,42 @@ func (c *Credentials) PushTimes(ctx context.Context, p *policy.ImagePolicy) (map
 	if err != nil {
 		return nil, err
 	}
-	return c.ECR.PushTimes(ctx, req, p.Repository().RepositoryStr())
+	times, err := c.ECR.PushTimes(ctx, req, p.Repository().RepositoryStr())
+	return times, ecrRefusal(p, err)
 }
 
-// dockerConfig is the part of ~/.docker/config.json (and of a Kubernetes
-// .dockerconfigjson pull secret) that holds credentials.
-type dockerConfig struct {
-	Auths map[string]struct {
-		Auth          string `json:"auth"`
-		Username      string `json:"username"`
-		Password      string `json:"password"`
-		IdentityToken string `json:"identitytoken"`
-	} `json:"auths"`
-}
-
-// fromDockerConfig reads the credentials for host from a docker config.
-// Errors name the file and host, never a credential.
-func fromDockerConfig(path, host string) (authn.Authenticator, error) {
-	b, err := os.ReadFile(path)
+// fromDockerConfig reads the credentials for host from a docker config
+// under DockerConfigDir: the pull secrets the administrator mounted there,
+// and no other file (the path comes from Git; os.Root keeps it, and any
+// link in it, inside the folder). Errors name the file and host, never a
+// credential.
+func (c *Credentials) fromDockerConfig(path, host string) (authn.Authenticator, error) {
+	root, err := os.OpenRoot(c.DockerConfigDir)
 	if err != nil {
-		return nil, fmt.Errorf("read docker config: %w", err)
+		return nil, fmt.Errorf("docker config folder (--docker-config-dir): %w", err)
 	}
-	var cfg dockerConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("docker config %s: not valid JSON", path)
+	defer root.Close()
+	b, err := root.ReadFile(filepath.FromSlash(path))
+	if err != nil {
+		return nil, fmt.Errorf("read docker config %s in --docker-config-dir: %w", path, err)
+	}
+	// Parsed by docker/cli's own config file type (go-containerregistry
+	// links it already). Only the auths entries are used: a credsStore or
+	// credHelpers entry would run a helper program, and a pull secret is
+	// no reason to run one.
+	cf := configfile.New(path)
+	if err := cf.LoadFromReader(bytes.NewReader(b)); err != nil {
+		// Its errors are about the structure or the base64 of "auth",
+		// never a credential's value.
+		return nil, fmt.Errorf("docker config %s: %v", path, err)
 	}
 	want := normalizeHost(host)
-	for key, a := range cfg.Auths {
+	for key, a := range cf.AuthConfigs {
 		if normalizeHost(key) != want {
 			continue
 		}
-		ac := authn.AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken}
-		if a.Auth != "" {
-			raw, err := base64.StdEncoding.DecodeString(a.Auth)
-			if err != nil {
-				return nil, fmt.Errorf("docker config %s: auths[%s].auth is not base64", path, key)
-			}
-			u, p, ok := strings.Cut(string(raw), ":")
-			if !ok {
-				return nil, fmt.Errorf("docker config %s: auths[%s].auth is not user:password", path, key)
-			}
-			ac.Username, ac.Password = u, p
-		}
-		return authn.FromConfig(ac), nil
+		return authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password,
+			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}), nil
 	}
 	return nil, fmt.Errorf("docker config %s has no credentials for %s", path, host)
 }

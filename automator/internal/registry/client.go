@@ -27,6 +27,7 @@ const MaxPageSize = 1000
 type Client struct {
 	pageSize int
 	tr       *politeTransport
+	insecure map[string]bool
 }
 
 // Option configures a Client.
@@ -55,6 +56,20 @@ func WithTransport(rt http.RoundTripper) Option {
 	return func(c *Client) { c.tr.next = rt }
 }
 
+// WithInsecure lists registries (host[:port]) that may be reached over
+// plain HTTP. Default: none; every registry is reached over HTTPS, even on
+// a loopback or private address where go-containerregistry would fall
+// back to HTTP.
+func WithInsecure(hosts ...string) Option {
+	return func(c *Client) {
+		for _, h := range hosts {
+			if h != "" {
+				c.insecure[normalizeRegistry(h)] = true
+			}
+		}
+	}
+}
+
 // WithRetryHook is called for each retried request, for metrics.
 func WithRetryHook(fn func(host string, status int)) Option {
 	return func(c *Client) { c.tr.onRetry = fn }
@@ -65,21 +80,21 @@ func New(opts ...Option) *Client {
 	c := &Client{pageSize: MaxPageSize, tr: &politeTransport{
 		next: http.DefaultTransport, rps: 200, burst: 400, attempts: 5, backoff: 500 * time.Millisecond,
 		maxWait: time.Minute, limiters: map[string]*rate.Limiter{},
-	}}
+	}, insecure: map[string]bool{}}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
 }
 
-func (c *Client) options(ctx context.Context, auth authn.Authenticator) []remote.Option {
+func (c *Client) options(ctx context.Context, reg name.Registry, auth authn.Authenticator) []remote.Option {
 	if auth == nil {
 		auth = authn.Anonymous
 	}
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(auth),
-		remote.WithTransport(c.tr),
+		remote.WithTransport(&guard{next: c.tr, insecure: c.insecure, registry: reg.RegistryStr()}),
 		remote.WithPageSize(c.pageSize),
 		// Our transport retries, with Retry-After; go-containerregistry's
 		// own retries would multiply the attempts.
@@ -89,9 +104,23 @@ func (c *Client) options(ctx context.Context, auth authn.Authenticator) []remote
 	}
 }
 
+// scheme parses repo again as insecure when the administrator listed its
+// registry, so one reached under a DNS name is spoken to over HTTP too.
+func (c *Client) scheme(repo name.Repository) name.Repository {
+	if !c.insecure[repo.RegistryStr()] {
+		return repo
+	}
+	r, err := name.NewRepository(repo.String(), name.Insecure)
+	if err != nil {
+		return repo
+	}
+	return r
+}
+
 // Tags lists every tag of repo, following pagination.
 func (c *Client) Tags(ctx context.Context, repo name.Repository, auth authn.Authenticator) ([]string, error) {
-	tags, err := remote.List(repo, c.options(ctx, auth)...)
+	repo = c.scheme(repo)
+	tags, err := remote.List(repo, c.options(ctx, repo.Registry, auth)...)
 	if err != nil {
 		return nil, fmt.Errorf("list tags of %s: %w", repo, Classify(err))
 	}
@@ -100,7 +129,8 @@ func (c *Client) Tags(ctx context.Context, repo name.Repository, auth authn.Auth
 
 // Digest resolves repo:tag to its manifest digest with a HEAD request.
 func (c *Client) Digest(ctx context.Context, repo name.Repository, tag string, auth authn.Authenticator) (string, error) {
-	desc, err := remote.Head(repo.Tag(tag), c.options(ctx, auth)...)
+	repo = c.scheme(repo)
+	desc, err := remote.Head(repo.Tag(tag), c.options(ctx, repo.Registry, auth)...)
 	if err != nil {
 		return "", fmt.Errorf("resolve digest of %s:%s: %w", repo, tag, Classify(err))
 	}
@@ -122,6 +152,12 @@ var (
 func Classify(err error) error {
 	var terr *transport.Error
 	var uerr *url.Error
+	// A refusal of ours first: go-containerregistry tries https and http
+	// and reports both, and the https failure would hide it.
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return refused
+	}
 	switch {
 	case errors.As(err, &terr):
 		switch {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"driftless.dev/automator/internal/policy"
@@ -76,7 +77,7 @@ func TestTagsFollowPagination(t *testing.T) {
 	}
 	want = append(want, "1.0.0")
 	th, repo := proxied(t, reg, 0)
-	got, err := registry.New(registry.WithPageSize(10)).Tags(ctx, repo, nil)
+	got, err := registry.New(registry.WithPageSize(10), registry.WithInsecure(repo.RegistryStr())).Tags(ctx, repo, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 	}
 	th, repo := proxied(t, reg, 2)
 	var retried atomic.Int32
-	c := registry.New(registry.WithRetries(4, 10*time.Millisecond), registry.WithRetryHook(func(string, int) { retried.Add(1) }))
+	c := registry.New(registry.WithRetries(4, 10*time.Millisecond), registry.WithRetryHook(func(string, int) { retried.Add(1) }), registry.WithInsecure(repo.RegistryStr()))
 	tags, err := c.Tags(t.Context(), repo, nil)
 	if err != nil || len(tags) != 1 {
 		t.Fatalf("tags %v, err %v", tags, err)
@@ -111,7 +112,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 	}
 	// When throttling outlasts the attempts, the error says so.
 	_, repo2 := proxied(t, reg, 100)
-	_, err = registry.New(registry.WithRetries(2, time.Millisecond)).Tags(t.Context(), repo2, nil)
+	_, err = registry.New(registry.WithRetries(2, time.Millisecond), registry.WithInsecure(repo2.RegistryStr())).Tags(t.Context(), repo2, nil)
 	if !errors.Is(err, registry.ErrThrottled) {
 		t.Fatalf("got %v, want ErrThrottled", err)
 	}
@@ -123,7 +124,7 @@ func TestBudgetSpacesRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	th, repo := proxied(t, reg, 0)
-	c := registry.New(registry.WithBudget(20, 1))
+	c := registry.New(registry.WithBudget(20, 1), registry.WithInsecure(repo.RegistryStr()))
 	start := time.Now()
 	for range 5 {
 		if _, err := c.Tags(t.Context(), repo, nil); err != nil {
@@ -153,7 +154,7 @@ func TestDockerConfigCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tags, err := registry.New().Tags(t.Context(), ps[0].Repository(), auth)
+	tags, err := registry.New(registry.WithInsecure(reg.Host)).Tags(t.Context(), ps[0].Repository(), auth)
 	if err != nil || len(tags) != 1 {
 		t.Fatalf("%v %v", tags, err)
 	}
@@ -162,5 +163,86 @@ func TestDockerConfigCredentials(t *testing.T) {
 	ps[0].Spec.Auth.DockerConfig = "other.json"
 	if _, err := creds.For(t.Context(), ps[0]); err == nil || !strings.Contains(err.Error(), "other.json has no credentials for "+reg.Host) {
 		t.Fatalf("got %v", err)
+	}
+	// Credentials go to the exact host they were issued for: a look-alike
+	// host gets none.
+	look, err := policy.Parse("p.yaml", []byte("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: app}\nspec:\n  image: ghcr.io.evil.example/org/app\n  policy: {semver: {range: '*'}}\n  auth: {provider: dockerconfig, dockerConfig: other.json}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := creds.For(t.Context(), look[0]); err == nil || !strings.Contains(err.Error(), "has no credentials for ghcr.io.evil.example") {
+		t.Fatalf("look-alike host: got %v", err)
+	}
+	// Only files under --docker-config-dir: a link leading out is not
+	// followed, even to a valid config.
+	outside := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(outside, fmt.Appendf(nil, `{"auths":{%q:{"auth":"cm9ib3Q6cHc="}}}`, reg.Host), 0o600)
+	if err := os.Symlink(outside, filepath.Join(dir, "link.json")); err != nil {
+		t.Fatal(err)
+	}
+	ps[0].Spec.Auth.DockerConfig = "link.json"
+	if _, err := creds.For(t.Context(), ps[0]); err == nil || !strings.Contains(err.Error(), "link.json") {
+		t.Fatalf("a link out of --docker-config-dir: got %v", err)
+	}
+}
+
+// TestPlainHTTPOnlyToListedRegistries: go-containerregistry falls back to
+// plain HTTP for a loopback or private address on its own; the automator
+// refuses unless the administrator listed the registry.
+func TestPlainHTTPOnlyToListedRegistries(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "pw"}})
+	if _, err := reg.PushImages(t.Context(), "team/app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	th, repo := proxied(t, reg, 0)
+	var sawAuth atomic.Int32
+	next := th.next
+	th.next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			sawAuth.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
+	auth := authn.FromConfig(authn.AuthConfig{Username: "robot", Password: "pw"})
+	_, err := registry.New().Tags(t.Context(), repo, auth)
+	if err == nil || !strings.Contains(err.Error(), "plain HTTP to "+repo.RegistryStr()+" refused: list the registry in --insecure-registries") {
+		t.Fatalf("unlisted plain-HTTP registry: got %v", err)
+	}
+	if sawAuth.Load() != 0 || th.seen.Load() != 0 {
+		t.Fatal("the credentials went over plain HTTP to an unlisted registry")
+	}
+	tags, err := registry.New(registry.WithInsecure(repo.RegistryStr())).Tags(t.Context(), repo, auth)
+	if err != nil || len(tags) != 1 {
+		t.Fatalf("listed: %v %v", tags, err)
+	}
+}
+
+// TestCredentialsStayWithTheirRegistry: a registry that sends its token
+// challenge to a realm on another site does not get the credentials sent
+// there. The registry behind the challenge is real; the front only
+// answers /v2/ with the redirecting challenge.
+func TestCredentialsStayWithTheirRegistry(t *testing.T) {
+	var realmHits atomic.Int32
+	realm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		realmHits.Add(1)
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	defer realm.Close()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+strings.Replace(strings.TrimPrefix(realm.URL, "http://"), "127.0.0.1", "localhost", 1)+`/token",service="registry"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+	}))
+	defer front.Close()
+	repo, _ := name.NewRepository(strings.TrimPrefix(front.URL, "http://") + "/team/app")
+	// "localhost", a name: go-containerregistry refuses realms at private
+	// addresses itself, but not names that resolve to one.
+	realmHost := strings.Replace(strings.TrimPrefix(realm.URL, "http://"), "127.0.0.1", "localhost", 1)
+	auth := authn.FromConfig(authn.AuthConfig{Username: "robot", Password: "pw"})
+	_, err := registry.New(registry.WithInsecure(repo.RegistryStr(), realmHost)).Tags(t.Context(), repo, auth)
+	if err == nil || !strings.Contains(err.Error(), "credentials for "+repo.RegistryStr()+" not sent to "+realmHost) {
+		t.Fatalf("got %v, want the realm on another host refused", err)
+	}
+	if realmHits.Load() != 0 {
+		t.Fatal("the credentials reached a token realm on another host")
 	}
 }

@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"sigs.k8s.io/kustomize/kyaml/kio"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
+
+	"driftless.dev/automator/internal/checkout"
 )
 
 // Change is one marked value rewritten.
@@ -83,46 +84,37 @@ func readNodes(data []byte) ([]*yaml.RNode, error) {
 	}
 }
 
-// manifestFile reports whether path is a YAML file worth reading.
-func manifestFile(path string) bool {
-	ext := strings.ToLower(filepath.Ext(path))
-	return ext == ".yaml" || ext == ".yml"
+// KustomizationFileNames are the names kustomize reads a kustomization
+// from (konfig.RecognizedKustomizationFileNames, checked by a test): the
+// synchronizer builds a file named Kustomization, so its markers count.
+var KustomizationFileNames = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+// manifestFile reports whether a file of this name is YAML worth reading.
+func manifestFile(name string) bool {
+	ext := strings.ToLower(filepath.Ext(name))
+	return ext == ".yaml" || ext == ".yml" || slices.Contains(KustomizationFileNames, name)
 }
 
-// walkFiles calls fn with the content of every YAML file under root that
-// mentions $imagepolicy (cheap to test, and it spares parsing the rest).
-func walkFiles(root string, fn func(rel string, data []byte) error) error {
-	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if d.Name() == ".git" {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() || !manifestFile(path) {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+// walkFiles calls fn with the content of every YAML file under dir of the
+// checkout that mentions $imagepolicy (cheap to test, and it spares
+// parsing the rest); rel is the file's real path in the checkout. A link
+// that leaves the checkout is an error naming it, appended to errs.
+func walkFiles(t *checkout.Tree, dir string, errs *[]error, fn func(rel string, data []byte) error) error {
+	return t.Walk(dir, manifestFile, func(rel string, data []byte) error {
 		if !bytes.Contains(data, []byte("$imagepolicy")) {
 			return nil
 		}
-		rel, _ := filepath.Rel(root, path)
-		return fn(filepath.ToSlash(rel), data)
-	})
+		return fn(rel, data)
+	}, func(err error) { *errs = append(*errs, err) })
 }
 
-// Scan returns every marker under root, and every file or marker that
-// could not be read, each naming file and line.
-func Scan(root string) ([]Marker, error) {
+// Scan returns every marker under dir of the checkout, and every file or
+// marker that could not be read, each naming file (relative to the
+// checkout) and line.
+func Scan(t *checkout.Tree, dir string) ([]Marker, error) {
 	var markers []Marker
 	var errs []error
-	err := walkFiles(root, func(rel string, data []byte) error {
+	err := walkFiles(t, dir, &errs, func(rel string, data []byte) error {
 		nodes, err := readNodes(data)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", rel, err))
@@ -138,7 +130,7 @@ func Scan(root string) ([]Marker, error) {
 		return nil
 	})
 	if err != nil {
-		errs = append(errs, fmt.Errorf("scan %s: %w", root, err))
+		errs = append(errs, fmt.Errorf("scan %s: %w", orRoot(dir), err))
 	}
 	return markers, errors.Join(errs...)
 }
@@ -149,16 +141,16 @@ type Edit struct {
 	Content []byte
 }
 
-// Plan computes, without writing, the files under root that must change
-// for every marker of the policies in images to show its image. A file
-// that cannot be parsed or edited safely is an error and is not planned;
-// the automator then writes nothing at all, since a policy whose markers
-// sit in several files must never be half applied.
-func Plan(root string, images map[string]Image) ([]Edit, []Change, error) {
+// Plan computes, without writing, the files under dir of the checkout
+// that must change for every marker of the policies in images to show its
+// image. A file that cannot be parsed or edited safely is an error and is
+// not planned; the automator then writes nothing at all, since a policy
+// whose markers sit in several files must never be half applied.
+func Plan(t *checkout.Tree, dir string, images map[string]Image) ([]Edit, []Change, error) {
 	var edits []Edit
 	var changes []Change
 	var errs []error
-	err := walkFiles(root, func(rel string, data []byte) error {
+	err := walkFiles(t, dir, &errs, func(rel string, data []byte) error {
 		nodes, err := readNodes(data)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", rel, err))
@@ -187,30 +179,28 @@ func Plan(root string, images map[string]Image) ([]Edit, []Change, error) {
 		return nil
 	})
 	if err != nil {
-		errs = append(errs, fmt.Errorf("read %s: %w", root, err))
+		errs = append(errs, fmt.Errorf("read %s: %w", orRoot(dir), err))
 	}
 	return edits, changes, errors.Join(errs...)
 }
 
-// Write writes the planned edits under root, each through a temporary file
-// and a rename, so no file is ever left half written.
-func Write(root string, edits []Edit) error {
+// Write writes the planned edits into the checkout, each through a
+// temporary file and a rename (see checkout.Tree.WriteFile), so no file is
+// ever left half written and nothing is written outside the checkout.
+func Write(t *checkout.Tree, edits []Edit) error {
 	for _, e := range edits {
-		path := filepath.Join(root, filepath.FromSlash(e.File))
-		st, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("write %s: %w", e.File, err)
-		}
-		tmp := path + ".driftless-tmp"
-		if err := os.WriteFile(tmp, e.Content, st.Mode().Perm()); err != nil {
-			return fmt.Errorf("write %s: %w", e.File, err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			os.Remove(tmp)
+		if err := t.WriteFile(e.File, e.Content); err != nil {
 			return fmt.Errorf("write %s: %w", e.File, err)
 		}
 	}
 	return nil
+}
+
+func orRoot(dir string) string {
+	if dir == "" {
+		return "the checkout"
+	}
+	return dir
 }
 
 // splice rewrites the changed scalars in the original bytes at the

@@ -126,7 +126,7 @@ func TagOf(field Field, value string) string {
 
 // Marker is one marked value found in a file.
 type Marker struct {
-	File   string // relative to the scanned root
+	File   string // relative to the checkout
 	Line   int
 	Column int
 	Policy string

@@ -4,9 +4,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/kustomize/api/konfig"
+
+	"driftless.dev/automator/internal/checkout"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/*/want from the current output")
@@ -41,11 +46,11 @@ func TestGolden(t *testing.T) {
 				os.Chtimes(path, old, old)
 				before[rel] = old
 			})
-			edits, changes, err := Plan(work, goldenImages)
+			edits, changes, err := Plan(open(t, work), "", goldenImages)
 			if err != nil {
 				t.Fatalf("plan: %v", err)
 			}
-			if err := Write(work, edits); err != nil {
+			if err := Write(open(t, work), edits); err != nil {
 				t.Fatal(err)
 			}
 			if *updateGolden {
@@ -126,7 +131,7 @@ func TestParseMarker(t *testing.T) {
 }
 
 func TestScanAndTagOf(t *testing.T) {
-	markers, err := Scan(filepath.Join("testdata", "kustomization", "in"))
+	markers, err := Scan(open(t, filepath.Join("testdata", "kustomization", "in")), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +170,7 @@ func TestBadFilesAreErrorsAndNotWritten(t *testing.T) {
 	for name, content := range files {
 		os.WriteFile(filepath.Join(work, name), []byte(content), 0o644)
 	}
-	edits, _, err := Plan(work, goldenImages)
+	edits, _, err := Plan(open(t, work), "", goldenImages)
 	if err == nil {
 		t.Fatal("want errors for the bad files")
 	}
@@ -189,8 +194,48 @@ func TestBadFilesAreErrorsAndNotWritten(t *testing.T) {
 func TestDigestMarkerWithoutPinningIsAnError(t *testing.T) {
 	work := t.TempDir()
 	os.WriteFile(filepath.Join(work, "k.yaml"), []byte("digest: sha256:00 # {\"$imagepolicy\": \"apps:app:digest\"}\n"), 0o644)
-	_, _, err := Plan(work, goldenImages)
+	_, _, err := Plan(open(t, work), "", goldenImages)
 	if err == nil || !strings.Contains(err.Error(), "k.yaml:1: marker for apps:app:digest") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func open(t *testing.T, dir string) *checkout.Tree {
+	t.Helper()
+	tree, err := checkout.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tree.Close() })
+	return tree
+}
+
+// TestMarkersInEveryKustomizationFileName: kustomize reads a file named
+// Kustomization (no extension); its markers are updated like any other.
+func TestMarkersInEveryKustomizationFileName(t *testing.T) {
+	if !slices.Equal(KustomizationFileNames, konfig.RecognizedKustomizationFileNames()) {
+		t.Fatalf("KustomizationFileNames %v, kustomize reads %v", KustomizationFileNames, konfig.RecognizedKustomizationFileNames())
+	}
+	work := t.TempDir()
+	for _, name := range KustomizationFileNames {
+		dir := filepath.Join(work, strings.ReplaceAll(name, ".", "-"))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, name), []byte("images:\n  - name: app\n    newTag: 1.0.0 # {\"$imagepolicy\": \"apps:app:tag\"}\n"), 0o644)
+	}
+	tree := open(t, work)
+	markers, err := Scan(tree, "")
+	if err != nil || len(markers) != 3 {
+		t.Fatalf("%d markers (%v), want one in each of %v", len(markers), err, KustomizationFileNames)
+	}
+	edits, _, err := Plan(tree, "", goldenImages)
+	if err != nil || len(edits) != 3 {
+		t.Fatalf("%d edits (%v), want 3", len(edits), err)
+	}
+	if err := Write(tree, edits); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(work, "Kustomization", "Kustomization"))
+	if !strings.Contains(string(got), "newTag: "+goldenImages["apps:app"].Tag+" #") {
+		t.Fatalf("Kustomization after the edit:\n%s", got)
 	}
 }

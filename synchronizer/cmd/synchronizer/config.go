@@ -103,6 +103,8 @@ type sourceFlags struct {
 	url, branch, tag, commit, path string
 	user, password, passwordFile   string
 	sshKey, knownHosts, keyring    string
+	verifyAnchor                   string
+	allowRewind                    bool
 	checkoutDir                    string
 }
 
@@ -117,7 +119,9 @@ func (s *sourceFlags) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&s.passwordFile, "git-password-file", "", "file holding the HTTP password or token (a mounted Secret)")
 	fs.StringVar(&s.sshKey, "git-ssh-key", "", "private key file for ssh:// URLs")
 	fs.StringVar(&s.knownHosts, "git-known-hosts", "", "known_hosts file the SSH server's key is checked against (required with --git-ssh-key)")
-	fs.StringVar(&s.keyring, "verify-keyring", "", "armored OpenPGP public keyring file: apply only commits signed by one of its keys")
+	fs.StringVar(&s.keyring, "verify-keyring", "", "armored OpenPGP public keyring file: apply a commit only if it and every commit since the last applied one are signed by one of its keys (unsigned merges pass only if they add nothing of their own)")
+	fs.StringVar(&s.verifyAnchor, "verify-anchor", "", "full commit hash trusted without a signature: with --verify-keyring, every commit after it is verified, on a first start too (default: the tip only until something is applied)")
+	fs.BoolVar(&s.allowRewind, "allow-rewind", false, "follow the branch or tag to a commit that does not descend from the last applied one (a force push back, a moved tag); refused by default")
 	fs.StringVar(&s.checkoutDir, "checkout-dir", "", "where the clone lives (default: a folder under the temp dir)")
 }
 
@@ -136,6 +140,7 @@ func (s *sourceFlags) config() (source.Config, error) {
 		errs = append(errs, errors.New("--git-ssh-key needs --git-known-hosts: the server's key is never accepted blindly"))
 	}
 	cfg := source.Config{URL: s.url, Branch: s.branch, Tag: s.tag, Commit: s.commit, Dir: s.checkoutDir,
+		VerifyAnchor: s.verifyAnchor, AllowRewind: s.allowRewind,
 		Auth: gitrepo.Auth{Username: s.user, Password: s.password, SSHKeyFile: s.sshKey, SSHKnownHosts: s.knownHosts}}
 	if s.passwordFile != "" {
 		b, err := os.ReadFile(s.passwordFile)

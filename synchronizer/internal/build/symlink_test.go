@@ -61,7 +61,7 @@ func TestSymlinksFromARealCheckout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev, err := src.Fetch(t.Context())
+	rev, err := src.Fetch(t.Context(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

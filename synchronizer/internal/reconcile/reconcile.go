@@ -24,9 +24,10 @@ import (
 	"driftless.dev/synchronizer/internal/source"
 )
 
-// Fetcher brings the followed revision into a working tree.
+// Fetcher brings the followed revision into a working tree, checked
+// against the last applied one (see source.Source.Fetch).
 type Fetcher interface {
-	Fetch(ctx context.Context) (source.Revision, error)
+	Fetch(ctx context.Context, since string) (source.Revision, error)
 }
 
 // Builder renders the objects of path inside a checkout.
@@ -334,11 +335,15 @@ func (r *Reconciler) readState(ctx context.Context) (inventory.State, error) {
 
 func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.Revision, error) {
 	t0 := time.Now()
-	rev, err := r.src.Fetch(ctx)
+	// Verification and the rewind check start from what the cluster
+	// says was applied last.
+	rev, err := r.src.Fetch(ctx, r.Status().LastAppliedRevision)
 	took.Fetch = time.Since(t0)
 	switch {
 	case errors.Is(err, source.ErrUntrusted):
 		return rev, fail(inventory.ReasonUntrusted, err)
+	case errors.Is(err, source.ErrRewound):
+		return rev, fail(inventory.ReasonRewound, err)
 	case err != nil:
 		return rev, fail(inventory.ReasonFetchFailed, err)
 	}

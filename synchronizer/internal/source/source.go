@@ -1,6 +1,16 @@
 // Package source fetches the one ref of a Git repository a synchronizer
-// follows into a working tree, shallowly, and without downloading anything
-// when the remote ref has not moved.
+// follows into a working tree, without downloading anything when the
+// remote ref has not moved.
+//
+// What it fetches depends on what it must check. A source that verifies
+// signatures (Keyring) or refuses a ref moved backwards (the default; see
+// AllowRewind) needs the history between the last applied commit and the
+// new tip, so it fetches the ref's history in full: once when the clone is
+// new, then only the new objects. go-git can neither deepen a shallow
+// clone reliably nor fetch "everything after commit X" (--shallow-exclude),
+// so a full history is the only way to walk from one commit to another.
+// Only a source told to allow rewinds and given no keyring fetches the tip
+// alone (depth 1), which is all it needs to build.
 package source
 
 import (
@@ -10,19 +20,38 @@ import (
 	"os"
 	"strings"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 
 	"driftless.dev/shared/gitrepo"
 )
 
-// ErrUntrusted: the commit is unsigned or signed by a key outside the
-// keyring; it is not checked out.
-var ErrUntrusted = errors.New("commit signature not trusted")
+// ErrUntrusted: a commit between the last applied one and the new tip is
+// unsigned, signed by a key outside the keyring, or an unsigned merge with
+// content of its own; nothing is checked out. The error is a
+// *gitrepo.UntrustedError naming the commit and why.
+var ErrUntrusted = gitrepo.ErrUntrusted
+
+// ErrRewound: the followed ref moved to a commit that does not descend
+// from the last applied one (a force push back to an older commit, a moved
+// tag). The error is a *RewoundError with both commits.
+var ErrRewound = errors.New("the followed ref no longer descends from the last applied commit")
+
+// RewoundError names the ref and the two commits of a refused rewind.
+type RewoundError struct {
+	Ref string
+	// From is the last applied commit, To the one the ref points at now.
+	From, To string
+}
+
+func (e *RewoundError) Error() string {
+	return fmt.Sprintf("%s moved from %s to %s, which does not descend from it (a force push or a moved tag); "+
+		"refused: run with --allow-rewind to follow it", e.Ref, e.From, e.To)
+}
+
+func (e *RewoundError) Unwrap() error { return ErrRewound }
 
 // Config says what to follow. Set Branch or Tag; Commit pins a commit on
 // Branch.
@@ -34,9 +63,20 @@ type Config struct {
 	Auth   gitrepo.Auth
 	// Dir holds the clone; it survives restarts as a warm cache.
 	Dir string
-	// Keyring is an armored OpenPGP public keyring; when set, a commit
-	// not signed by one of its keys is refused.
+	// Keyring is an armored OpenPGP public keyring; when set, every commit
+	// between the last applied one and the new tip must be signed by one
+	// of its keys (or be an unsigned merge that only joins such commits),
+	// else the tip is refused. With nothing applied yet only the tip is
+	// checked, unless VerifyAnchor names where to start.
 	Keyring string
+	// VerifyAnchor is a full commit hash an administrator trusts: with a
+	// Keyring, every commit after it up to the tip is verified, on a first
+	// start too. It must be in the followed ref's history.
+	VerifyAnchor string
+	// AllowRewind follows the ref to a commit that does not descend from
+	// the last applied one. Off by default: a force push back to an older
+	// commit, or a moved tag, is refused with ErrRewound.
+	AllowRewind bool
 }
 
 // Revision is a checked-out commit.
@@ -66,6 +106,9 @@ type Source struct {
 	cfg     Config
 	auth    transport.AuthMethod
 	repo    *git.Repository
+	keyring *gitrepo.Keyring
+	// history: fetch the ref's whole history, not only its tip.
+	history bool
 	current Revision
 }
 
@@ -82,20 +125,27 @@ func New(cfg Config) (*Source, error) {
 		return nil, errors.New("source: a pinned commit needs the branch it is on")
 	case cfg.Commit != "" && !plumbing.IsHash(cfg.Commit):
 		return nil, fmt.Errorf("source: commit %q is not a full 40-character hash", cfg.Commit)
+	case cfg.VerifyAnchor != "" && !plumbing.IsHash(cfg.VerifyAnchor):
+		return nil, fmt.Errorf("source: trust anchor %q is not a full 40-character commit hash", cfg.VerifyAnchor)
+	case cfg.VerifyAnchor != "" && cfg.Keyring == "":
+		return nil, errors.New("source: a trust anchor needs a keyring to verify against")
 	}
 	am, err := cfg.Auth.Method()
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, auth: am}
+	s := &Source{cfg: cfg, auth: am, history: cfg.Keyring != "" || !cfg.AllowRewind}
 	if cfg.Keyring != "" {
-		if _, err := openpgp.ReadArmoredKeyRing(strings.NewReader(cfg.Keyring)); err != nil {
-			return nil, fmt.Errorf("source: read the OpenPGP keyring: %w", err)
+		if s.keyring, err = gitrepo.ParseKeyring(cfg.Keyring); err != nil {
+			return nil, fmt.Errorf("source: %w", err)
 		}
 	}
 	repo, err := git.PlainOpen(cfg.Dir)
 	if err == nil {
 		if rem, err := repo.Remote("origin"); err != nil || len(rem.Config().URLs) != 1 || rem.Config().URLs[0] != cfg.URL {
+			repo = nil
+		} else if shallow, err := repo.Storer.Shallow(); s.history && (err != nil || len(shallow) > 0) {
+			// A clone made depth 1 cannot be deepened reliably: start over.
 			repo = nil
 		}
 	}
@@ -134,7 +184,21 @@ func (s *Source) Current() Revision { return s.current }
 // Fetch brings the followed ref's commit into the working tree. It asks
 // the remote for the ref first (one small request) and downloads nothing
 // when the commit is the one already checked out.
-func (s *Source) Fetch(ctx context.Context) (Revision, error) {
+//
+// since is the last commit the caller applied, as its status records it
+// ("main@sha1:<hash>", or a bare hash; "" when nothing is recorded). It is
+// what the new tip is checked against: the tip must descend from it
+// (else ErrRewound, unless AllowRewind), and with a Keyring every commit
+// after it must be trusted (else ErrUntrusted). The caller keeps since
+// (the synchronizer in the cluster's status, which outlives the process
+// and is written by no one who can push), so a restart checks the same
+// range. A since recorded for another ref (the followed branch changed)
+// is still trusted history but is no reference for a rewind.
+func (s *Source) Fetch(ctx context.Context, since string) (Revision, error) {
+	sinceRef, sinceHash, err := parseSince(since)
+	if err != nil {
+		return s.current, err
+	}
 	want, err := s.remoteCommit(ctx)
 	if err != nil {
 		return s.current, err
@@ -149,7 +213,7 @@ func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 		RemoteName: "origin", Auth: s.auth, Force: true, Tags: git.NoTags,
 		RefSpecs: []config.RefSpec{config.RefSpec(fmt.Sprintf("+%s:%s", s.refName(), local))},
 	}
-	if s.cfg.Commit == "" {
+	if s.cfg.Commit == "" && !s.history {
 		// Shallow: only the tip's tree is needed to build it.
 		opts.Depth = 1
 	}
@@ -162,16 +226,77 @@ func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 	if err != nil {
 		return s.current, fmt.Errorf("read commit %s of %s: %w", want, s.ref(), err)
 	}
-	if s.cfg.Keyring != "" {
-		if err := s.verify(commit); err != nil {
-			return s.current, err
-		}
+	if err := s.check(want, sinceRef, sinceHash); err != nil {
+		return s.current, err
 	}
 	if err := s.checkout(want); err != nil {
 		return s.current, err
 	}
 	s.current = Revision{Commit: want.String(), Ref: s.ref(), Dir: s.cfg.Dir, Fetched: true, Tree: commit.TreeHash.String()}
 	return s.current, nil
+}
+
+// parseSince reads a revision as status records it.
+func parseSince(since string) (ref string, h plumbing.Hash, err error) {
+	if since == "" {
+		return "", plumbing.ZeroHash, nil
+	}
+	hash := since
+	if i := strings.LastIndex(since, "@sha1:"); i >= 0 {
+		ref, hash = since[:i], since[i+len("@sha1:"):]
+	}
+	if !plumbing.IsHash(hash) {
+		return "", plumbing.ZeroHash, fmt.Errorf("last applied revision %q: want ref@sha1:<40 hex digits>", since)
+	}
+	return ref, plumbing.NewHash(hash), nil
+}
+
+// check refuses want when it does not descend from since (unless rewinds
+// are allowed) and, with a keyring, when a commit after since (or after
+// the anchor) is not trusted.
+func (s *Source) check(want plumbing.Hash, sinceRef string, since plumbing.Hash) error {
+	var trusted []plumbing.Hash
+	if !since.IsZero() && s.history {
+		sc, err := s.repo.CommitObject(since)
+		known := err == nil
+		if known {
+			// Applied, hence verified when it was: its history is trusted.
+			trusted = append(trusted, since)
+		}
+		pinned := s.cfg.Commit != ""
+		otherRef := sinceRef != "" && sinceRef != s.ref()
+		if !s.cfg.AllowRewind && !pinned && !otherRef && since != want {
+			// The ref's history was fetched in full: a since missing from
+			// it is not an ancestor of want.
+			descends := false
+			if known {
+				tip, err := s.repo.CommitObject(want)
+				if err != nil {
+					return fmt.Errorf("read commit %s of %s: %w", want, s.ref(), err)
+				}
+				if descends, err = sc.IsAncestor(tip); err != nil {
+					return fmt.Errorf("is %s an ancestor of %s: %w", since, want, err)
+				}
+			}
+			if !descends {
+				return &RewoundError{Ref: s.ref(), From: since.String(), To: want.String()}
+			}
+		}
+	}
+	if s.keyring == nil {
+		return nil
+	}
+	if s.cfg.VerifyAnchor != "" {
+		anchor := plumbing.NewHash(s.cfg.VerifyAnchor)
+		if _, err := s.repo.CommitObject(anchor); err != nil {
+			return fmt.Errorf("%w: the trust anchor %s is not in the history of %s", ErrUntrusted, anchor, s.ref())
+		}
+		trusted = append(trusted, anchor)
+	}
+	if err := gitrepo.VerifyHistory(s.repo.Storer, s.keyring, want, trusted...); err != nil {
+		return fmt.Errorf("%s: %w", s.ref(), err)
+	}
+	return nil
 }
 
 // remoteCommit asks the remote which commit the ref points at.
@@ -225,18 +350,6 @@ func (s *Source) remoteCommit(ctx context.Context) (plumbing.Hash, error) {
 		return want, nil
 	}
 	return hash, nil
-}
-
-// verify refuses a commit that is unsigned or whose signature no key in
-// the keyring makes.
-func (s *Source) verify(c *object.Commit) error {
-	if c.PGPSignature == "" {
-		return fmt.Errorf("%w: commit %s is not signed", ErrUntrusted, c.Hash)
-	}
-	if _, err := c.Verify(s.cfg.Keyring); err != nil {
-		return fmt.Errorf("%w: commit %s: %v", ErrUntrusted, c.Hash, err)
-	}
-	return nil
 }
 
 func (s *Source) checkout(at plumbing.Hash) error {
