@@ -441,7 +441,8 @@ func TestTenantOverlayRBACSuffices(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, kubectlPath(t), "--kubeconfig", s.cluster.Kubeconfig, "apply", "--server-side", "-k", overlay).CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply -k overlays/tenant: %v\n%s", err, out)
 	}
-	cfg, err := s.cluster.ServiceAccountConfig(ctx, "tenant-a", "driftless-synchronizer", time.Hour)
+	// The overlay runs the tenant's synchronizer outside tenant-a, as this ServiceAccount.
+	cfg, err := s.cluster.ServiceAccountConfig(ctx, "driftless-tenants", "driftless-synchronizer-tenant-a", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,9 @@ type GitServerOptions struct {
 	Dir string
 	// Auth, when set, requires these credentials for every request.
 	Auth *BasicAuth
+	// Address is the IP to listen on. Default 127.0.0.1; a real node's
+	// HostIP makes the server reachable from its Pods.
+	Address string
 }
 
 // GitServer serves bare repositories over Git's smart HTTP protocol with
@@ -70,7 +73,11 @@ func StartGitServer(ctx context.Context, opts GitServerOptions) (_ *GitServer, e
 		}
 		g.ownsDir = true
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		return nil, &ComponentError{Component: "git-server", Err: fmt.Errorf("listen: %w", err)}
 	}
@@ -240,17 +247,15 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 
 // redact hides the user-info part of any URL in s.
 func redact(s string) string {
-	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			return s
-		}
-		rest := s[i+3:]
-		at := strings.IndexByte(rest, '@')
-		end := strings.IndexAny(rest, "/ \n")
-		if at < 0 || (end >= 0 && at > end) {
-			return s[:i+3] + redact(rest)
-		}
-		return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
 	}
+	rest := s[i+3:]
+	at := strings.IndexByte(rest, '@')
+	end := strings.IndexAny(rest, "/ \n")
+	if at < 0 || (end >= 0 && at > end) {
+		return s[:i+3] + redact(rest)
+	}
+	return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
 }
