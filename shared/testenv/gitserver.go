@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"driftless.dev/shared/redact"
 )
 
 // GitServerOptions configure StartGitServer. The zero value is an
@@ -240,22 +242,7 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 	out, err := cmd.Output()
 	if err != nil {
 		// URLs with credentials are never put in the message.
-		return "", fmt.Errorf("git %s: %w: %s", args[0], err, redact(strings.TrimSpace(stderr.String())))
+		return "", fmt.Errorf("git %s: %w: %s", args[0], err, redact.URLs(strings.TrimSpace(stderr.String())))
 	}
 	return string(out), nil
-}
-
-// redact hides the user-info part of any URL in s.
-func redact(s string) string {
-	i := strings.Index(s, "://")
-	if i < 0 {
-		return s
-	}
-	rest := s[i+3:]
-	at := strings.IndexByte(rest, '@')
-	end := strings.IndexAny(rest, "/ \n")
-	if at < 0 || (end >= 0 && at > end) {
-		return s[:i+3] + redact(rest)
-	}
-	return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
 }

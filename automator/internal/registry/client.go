@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -17,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/time/rate"
+
+	"driftless.dev/shared/redact"
 )
 
 // MaxPageSize is the largest tag-list page ECR accepts; other registries
@@ -168,32 +169,11 @@ func Classify(err error) error {
 		case terr.StatusCode == http.StatusTooManyRequests || terr.StatusCode >= 500:
 			return fmt.Errorf("%w (HTTP %d)", ErrThrottled, terr.StatusCode)
 		}
-		return fmt.Errorf("HTTP %d: %s", terr.StatusCode, redact(terr.Error()))
+		return fmt.Errorf("HTTP %d: %s", terr.StatusCode, redact.URLs(terr.Error()))
 	case errors.As(err, &uerr):
-		return fmt.Errorf("%w: %s %s: %v", ErrUnreachable, uerr.Op, redactURL(uerr.URL), uerr.Err)
+		return fmt.Errorf("%w: %s %s: %v", ErrUnreachable, uerr.Op, redact.URL(uerr.URL), uerr.Err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}
-	return errors.New(redact(err.Error()))
-}
-
-// redact drops the query of every URL in s and any user-info.
-func redact(s string) string {
-	fields := strings.Fields(s)
-	for i, f := range fields {
-		if strings.Contains(f, "://") {
-			fields[i] = redactURL(strings.Trim(f, `"';,`))
-		}
-	}
-	return strings.Join(fields, " ")
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<url>"
-	}
-	u.User = nil
-	u.RawQuery = ""
-	return u.String()
+	return errors.New(redact.URLs(err.Error()))
 }
