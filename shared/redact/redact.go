@@ -61,3 +61,12 @@ func URL(raw string) string {
 func isSchemeChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'
 }
+
+// UserInfo hides only the user information of one URL: for a URL a person
+// wrote in Git (a remote base), whose query is theirs to see.
+func UserInfo(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return raw
+}

@@ -105,7 +105,7 @@ func remoteMessage(msg string, reads []checkoutfs.Read, refused []string) (strin
 			if !slices.Contains(refused, loc.value) && !strings.Contains(msg, loc.value) {
 				continue
 			}
-			return fmt.Sprintf("%s: %s %q: %v", r.Path, loc.field, redact.URL(loc.value), errRemote), true
+			return fmt.Sprintf("%s: %s %q: %v", r.Path, loc.field, redact.UserInfo(loc.value), errRemote), true
 		}
 	}
 	// Kustomize does not always say which git URL it could not clone:
@@ -113,12 +113,12 @@ func remoteMessage(msg string, reads []checkoutfs.Read, refused []string) (strin
 	for i := len(reads) - 1; gitRefused && i >= 0; i-- {
 		for _, loc := range scalars(reads[i]) {
 			if remoteLike(loc.value) {
-				return fmt.Sprintf("%s: %s %q: %v", reads[i].Path, loc.field, redact.URL(loc.value), errRemote), true
+				return fmt.Sprintf("%s: %s %q: %v", reads[i].Path, loc.field, redact.UserInfo(loc.value), errRemote), true
 			}
 		}
 	}
 	for _, u := range refused {
-		return fmt.Sprintf("%q: %v", redact.URL(u), errRemote), true
+		return fmt.Sprintf("%q: %v", redact.UserInfo(u), errRemote), true
 	}
 	return "remote bases are not fetched: " + errRemote.Error(), true
 }
