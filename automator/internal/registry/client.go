@@ -157,7 +157,7 @@ type RegistryError struct {
 	msg  string
 }
 
-func (e *RegistryError) Error() string   { return e.msg }
+func (e *RegistryError) Error() string { return e.msg }
 func (e *RegistryError) Unwrap() []error {
 	if e.Kind == nil {
 		return []error{e.Err}
