@@ -129,7 +129,8 @@ func New(auth webui.Checker, plan Planner, rec *Record, cfg Config, log *zap.Log
 		View:  view, Act: act,
 		Nav: []webui.Link{{Label: "Policies", Href: "/ui/"}, {Label: "Fleet", Href: "/ui/fleet"}, {Label: "History", Href: "/ui/history"}},
 		Funcs: template.FuncMap{"shortHash": shortHash, "badge": badge, "scope": scope, "pathEscape": url.PathEscape,
-			"sub": func(a, b int) int { return a - b }, "inc": func(a int) int { return a + 1 }},
+			"sub": func(a, b int) int { return a - b }, "inc": func(a int) int { return a + 1 },
+			"firstChanges": func(cs []Change) []Change { return cs[:min(len(cs), 10)] }},
 	}, log, pagesFS, "pages/*.html")
 	if err != nil {
 		return nil, err

@@ -64,7 +64,9 @@ type options struct {
 	leading    func() bool
 	// policies and manifests replace the default repository.
 	policies, manifests string
-	noLoop              bool
+	// seed fills the registry for custom policies.
+	seed   func(f *fixture) error
+	noLoop bool
 }
 
 // policies holds a Driftless policy, one whose repository does not exist,
@@ -142,6 +144,10 @@ func newFixture(t testing.TB, o options) *fixture {
 		o.policies = policiesYAML
 		o.manifests = manifestsYAML
 		o.files = mergeFiles(map[string]string{"policies/broken.yaml": brokenYAML, "apps/api/kustomization.yaml": kustomizationYAML}, o.files)
+	} else if o.seed != nil {
+		if err := o.seed(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	files := mergeFiles(map[string]string{"policies/all.yaml": o.policies, "apps/web/deploy.yaml": o.manifests}, o.files)
 	src := t.TempDir()
