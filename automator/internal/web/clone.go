@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -46,16 +47,19 @@ func newClone(dir, manifestPath string) *clone {
 	return &clone{dir: dir, manifestPath: manifestPath, logs: map[plumbing.Hash]map[string]Commit{}, trees: map[plumbing.Hash]declared{}}
 }
 
-// readTries bounds the attempts of one read of the clone. The pass writes
-// refs in place and adds packs while a page may be reading: a read that
-// met a half-written ref or a pack without its index yet is done again on
-// a fresh open, which sees the finished files.
-const readTries = 3
+// readWaits are the pauses between the attempts of one read of the
+// clone. The pass rewrites refs in place (truncated, then written) and
+// adds packs while a page may be reading: a read that met a ref being
+// rewritten or a pack without its index yet is done again, on a fresh
+// open that sees the finished files. A branch the clone does not hold at
+// all fails at once.
+var readWaits = []time.Duration{0, 2 * time.Millisecond, 8 * time.Millisecond, 32 * time.Millisecond, 128 * time.Millisecond}
 
 // read opens the clone afresh (so packs fetched since are seen) and runs fn.
 func (c *clone) read(fn func(repo *git.Repository) error) error {
 	var err error
-	for range readTries {
+	for _, wait := range readWaits {
+		time.Sleep(wait)
 		var repo *git.Repository
 		if repo, err = git.PlainOpen(c.dir); err == nil {
 			if err = fn(repo); err == nil {
@@ -72,10 +76,15 @@ func (c *clone) read(fn func(repo *git.Repository) error) error {
 // errNotFetched: the clone holds no tip of the branch.
 var errNotFetched = errors.New("not fetched into the automator's clone")
 
-// tip is the last fetched tip of branch.
-func tip(repo *git.Repository, branch string) (plumbing.Hash, error) {
-	ref, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", branch), true)
+// tip is the last fetched tip of branch in repo, the clone in dir.
+func tip(repo *git.Repository, dir, branch string) (plumbing.Hash, error) {
+	name := plumbing.NewRemoteReferenceName("origin", branch)
+	ref, err := repo.Reference(name, true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		if _, serr := os.Lstat(filepath.Join(dir, ".git", filepath.FromSlash(name.String()))); serr == nil {
+			// The ref's file is there but reads empty: being rewritten.
+			return plumbing.ZeroHash, fmt.Errorf("branch %s: the ref is being written", branch)
+		}
 		return plumbing.ZeroHash, fmt.Errorf("branch %s: %w", branch, errNotFetched)
 	}
 	if err != nil {
@@ -110,7 +119,7 @@ const logDepth = 1000
 func (c *clone) lastBumps(branch string) (map[string]Commit, error) {
 	var out map[string]Commit
 	err := c.read(func(repo *git.Repository) error {
-		h, err := tip(repo, branch)
+		h, err := tip(repo, c.dir, branch)
 		if err != nil {
 			return err
 		}
@@ -176,7 +185,7 @@ func (c *clone) branch(name string) (Commit, declared, error) {
 	var cm Commit
 	var d declared
 	err := c.read(func(repo *git.Repository) error {
-		h, err := tip(repo, name)
+		h, err := tip(repo, c.dir, name)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -694,4 +695,61 @@ func TestStandbyPlans(t *testing.T) {
 	if w := find(p.Policies, "apps:web"); p.Total != 3 || w == nil || w.Plan == nil || w.Scan != nil || w.Plan.Chosen != "1.1.0" {
 		t.Fatalf("standby after a plan: %+v", p.Policies)
 	}
+}
+
+// TestPagesWhilePassesRun: the pages read the clone while the loop's
+// passes fetch, commit and push in it; every answer is whole and none
+// fails, whatever the pass is doing.
+func TestPagesWhilePassesRun(t *testing.T) {
+	f := newFixture(t, options{})
+	ctx := t.Context()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		// New tags, each bumped and pushed by a pass the webhook would
+		// have asked for.
+		for i := range 8 {
+			if _, err := f.reg.PushImages(ctx, "team/web", fmt.Sprintf("1.%d.1", 10+i)); err != nil {
+				done <- err
+				return
+			}
+			f.lp.Trigger([]string{"apps:web"})
+			want := f.lp.Passes() + 1
+			if err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return f.lp.Passes() >= want, nil
+			}); err != nil {
+				done <- err
+				return
+			}
+		}
+		close(stop)
+		done <- nil
+	}()
+	reads := 0
+	for running := true; running; reads++ {
+		select {
+		case <-stop:
+			running = false
+		default:
+		}
+		var fl web.Fleet
+		f.api("/api/v1/fleet", &fl)
+		if b := fl.Branches[0]; b.Error != "" || b.Tip == nil || b.Markers != 2 {
+			t.Fatalf("the fleet while passes run: %+v", b)
+		}
+		var p web.Policies
+		f.api("/api/v1/policies", &p)
+		if w := find(p.Policies, "apps:web"); p.LogNote != "" || w == nil || w.LastCommit == nil {
+			t.Fatalf("the policies while passes run: %s %+v", p.LogNote, w)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var fl web.Fleet
+	f.api("/api/v1/fleet", &fl)
+	if v := fl.Images[0].Branches[0].Versions; fl.Images[0].Policy != "apps:web" || !slices.Equal(v, []string{"1.17.1"}) {
+		t.Fatalf("after the passes, main declares %+v", fl.Images)
+	}
+	t.Logf("%d reads of the fleet and the policies during 8 passes", reads)
 }
