@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"slices"
 	"sort"
 	"sync"
@@ -26,7 +25,7 @@ type Record struct {
 	// or not; nil before such a pass.
 	known  map[string]automate.Known
 	passes []Pass // oldest first, at most historyLen
-	count  int
+	count  int    // loop passes recorded
 	// last is the newest loop pass, lastPlan the newest plan.
 	last, lastPlan *Pass
 	// skipped and warnings are the policy files the newest pass or plan
@@ -230,7 +229,9 @@ func (r *Record) add(res automate.Result, err error, start, end time.Time, only 
 			pol.scan = s
 		}
 	}
-	r.count++
+	if !plan {
+		r.count++
+	}
 	r.passes = append(r.passes, p)
 	if len(r.passes) > historyLen {
 		r.passes = slices.Delete(r.passes, 0, len(r.passes)-historyLen)
@@ -318,5 +319,3 @@ func (r *Record) knows(key string) (known, anyPass bool) {
 	_, known = r.known[key]
 	return known, r.known != nil
 }
-
-var errNoPass = errors.New("no pass has read the policies yet")

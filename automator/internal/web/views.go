@@ -87,10 +87,7 @@ const listRejected = 10
 func (h *Handler) policies(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	out := Policies{Query: strings.TrimSpace(q.Get("q")), Failing: q.Get("failing") != ""}
-	all, err := h.policyList(r, &out)
-	if err != nil {
-		return nil, err
-	}
+	all := h.policyList(&out)
 	needle := strings.ToLower(out.Query)
 	out.Policies = make([]Policy, 0, len(all))
 	for _, p := range all {
@@ -130,7 +127,7 @@ func (p *Policy) matches(needle string) bool {
 }
 
 // policyList fills the head of out and returns every policy, unfiltered.
-func (h *Handler) policyList(r *http.Request, out *Policies) ([]Policy, error) {
+func (h *Handler) policyList(out *Policies) []Policy {
 	snap := h.rec.snapshot(false)
 	out.Repository, out.Branch, out.PushBranch = h.cfg.Repository, h.cfg.Branch, h.cfg.PushBranch
 	out.Leader, out.Passes, out.LastPass, out.LastPlan = h.cfg.Leading(), snap.count, snap.last, snap.lastPlan
@@ -181,7 +178,7 @@ func (h *Handler) policyList(r *http.Request, out *Policies) ([]Policy, error) {
 		out.Registries = append(out.Registries, *regs[host])
 	}
 	out.Total = len(list)
-	return list, nil
+	return list
 }
 
 // PolicyDetail is GET /api/v1/policies/{key} and the page
@@ -195,10 +192,7 @@ type PolicyDetail struct {
 func (h *Handler) policy(r *http.Request) (any, error) {
 	key := r.PathValue("key")
 	var head Policies
-	all, err := h.policyList(r, &head)
-	if err != nil {
-		return nil, err
-	}
+	all := h.policyList(&head)
 	for _, p := range all {
 		if p.Key == key {
 			return PolicyDetail{Policy: p, Branch: head.Branch, PushBranch: head.PushBranch}, nil

@@ -692,7 +692,7 @@ func TestStandbyPlans(t *testing.T) {
 		t.Fatalf("standby plan: %d %s", a.code, a.body)
 	}
 	f.api("/api/v1/policies", &p)
-	if w := find(p.Policies, "apps:web"); p.Total != 3 || w == nil || w.Plan == nil || w.Scan != nil || w.Plan.Chosen != "1.1.0" {
+	if w := find(p.Policies, "apps:web"); p.Total != 3 || p.Passes != 0 || p.LastPass != nil || w == nil || w.Plan == nil || w.Scan != nil || w.Plan.Chosen != "1.1.0" {
 		t.Fatalf("standby after a plan: %+v", p.Policies)
 	}
 }
