@@ -185,6 +185,6 @@ browser: ## install Debian's chromium (the UI's browser tests drive it headless)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x /usr/bin/chromium || { echo "chromium missing: install Debian's chromium package"; exit 1; }
 
-screenshots: tools ## regenerate docs/screenshots (overview, objects, diff) with the browser test
+screenshots: tools ## regenerate docs/screenshots (the synchronizer's overview, objects, diff; the automator's policies, policy, fleet) with the browser tests
 	@mkdir -p $(ROOT)/docs/screenshots
-	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^TestUIInABrowser$$' .
+	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^(TestUIInABrowser|TestAutomatorUIInABrowser)$$' .
