@@ -18,21 +18,37 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout 40m
 # behind workspace mode), so tests and vet run with the workspace off.
 GO_ALONE     := GOWORK=off
 
-KUBE_BINS    := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
-TOOL_FILES   := $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS) kwok kwok-stages.yaml registry)
+KUBE_BINS    := etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
+TOOL_FILES   := $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS) kwok kwok-stages.yaml registry pause)
+# The real node's runtime comes from Debian: containerd, runc (not crun:
+# it refuses the hybrid cgroup hierarchy), the CNI plugins, iptables for
+# kube-proxy, and the CA bundle the images carry.
+DEB_PACKAGES := git containerd runc containernetworking-plugins iptables ca-certificates
+REVISION     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit's time, so the same commit always builds the same images.
+CREATED      ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REGISTRY     ?=
+PLATFORMS    ?= linux/amd64,linux/arm64
+IMAGES_DIR   := $(BIN)/images
+RELEASE_DIR  := $(BIN)/release
+OVERLAYS     := dev prod tenant eks
 
-.PHONY: help tools packages build test e2e lint bench env-up env-down demo demo-down clean
+.PHONY: help tools packages build test e2e lint bench env-up env-down demo demo-down clean images release
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 ## ---- tools: the real components tests run against, built from Go modules
 
-tools: packages $(TOOL_FILES) ## build etcd, the Kubernetes control plane, kwok and the registry into .tools/bin (idempotent)
+tools: packages $(TOOL_FILES) ## build etcd, the Kubernetes control plane and node, kwok and the registry into .tools/bin (idempotent)
 
-packages: ## install the Debian packages the tests need (git), when absent
-	@command -v git >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null; }
+packages: ## install the Debian packages the tests need (git, containerd, runc, CNI plugins, iptables), when absent
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	  if [ -n "$$missing" ]; then echo "installing Debian packages:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@test -x "$$(git --exec-path)/git-http-backend" || { echo "git-http-backend missing: install Debian's git package"; exit 1; }
+	@# containerd is run by the test environment itself, never as a system service.
+	@if systemctl is-enabled containerd >/dev/null 2>&1; then systemctl disable --now containerd >/dev/null 2>&1 || true; fi
 
 # One go build for the control plane, so shared packages compile once.
 $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS)) &: tools/kube/go.mod tools/kube/go.sum
@@ -42,7 +58,8 @@ $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS)) &: tools/kube/go.mod tools/kube/go.sum
 	cd tools/kube && $(GO_ALONE) go build -trimpath \
 	  -ldflags "-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36" \
 	  -o $(TOOLS_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-	  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+	  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+	  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 	@touch $(addprefix $(TOOLS_BIN)/,$(KUBE_BINS))
 
 $(TOOLS_BIN)/kwok: tools/kwok/go.mod tools/kwok/go.sum
@@ -60,6 +77,11 @@ $(TOOLS_BIN)/kwok-stages.yaml: tools/kwok/go.mod tools/kwok/go.sum
 $(TOOLS_BIN)/registry: tools/registry/go.mod tools/registry/go.sum
 	@mkdir -p $(TOOLS_BIN)
 	cd tools/registry && $(GO_ALONE) go build -trimpath -o $@ github.com/distribution/distribution/v3/cmd/registry
+
+# The real node's sandbox program; testenv makes its image (no registry.k8s.io here).
+$(TOOLS_BIN)/pause: shared/cmd/pause/main.go
+	@mkdir -p $(TOOLS_BIN)
+	cd shared && CGO_ENABLED=0 $(GO_ALONE) go build -trimpath -o $@ ./cmd/pause
 
 ## ---- build, test, lint
 
@@ -95,21 +117,39 @@ bench: tools ## run the benchmarks
 	  (cd $$m && $(GO_ALONE) go test -run '^$$' -bench . -benchmem -timeout 60m ./...) || exit 1; \
 	done
 
+## ---- images and release
+
+images: ## build both images (static, amd64 + arm64, reproducible) into bin/images; REGISTRY=<registry>/<path> also pushes them and prints the digests
+	@mkdir -p $(BIN)
+	@cd automator && $(GO_ALONE) go build -o $(BIN)/driftless-images ./cmd/images
+	$(BIN)/driftless-images --root $(ROOT) --out $(IMAGES_DIR) --version $(VERSION) --revision $(REVISION) --created $(CREATED) \
+	  --platforms $(PLATFORMS) $(if $(REGISTRY),--registry $(REGISTRY)) $(IMAGES_FLAGS)
+
+release: build ## REGISTRY=<registry>/<path>: push the images and write bin/release/<overlay>/install.yaml with them pinned by digest
+	@test -n "$(REGISTRY)" || { echo "make release needs REGISTRY=<registry>/<path>, e.g. 111122223333.dkr.ecr.eu-west-1.amazonaws.com/driftless"; exit 1; }
+	@rm -rf $(RELEASE_DIR)
+	@$(MAKE) --no-print-directory images IMAGES_FLAGS="--release $(RELEASE_DIR) $(IMAGES_FLAGS)"
+	@for o in $(OVERLAYS); do \
+	  $(BIN)/synchronizer build --dir $(ROOT) --path bin/release/$$o > $(RELEASE_DIR)/$$o/install.yaml.tmp && \
+	  mv $(RELEASE_DIR)/$$o/install.yaml.tmp $(RELEASE_DIR)/$$o/install.yaml && echo "wrote bin/release/$$o/install.yaml"; \
+	done
+
 ## ---- a test environment for a person
 
-env-up: tools ## start a cluster, a registry and a Git server in the background and print how to reach them
+env-up: tools ## start a cluster, a registry and a Git server in the background and print how to reach them (ENV_FLAGS=--real-node adds a real node)
 	@if [ -f $(ENV_DIR)/pid ] && kill -0 $$(cat $(ENV_DIR)/pid) 2>/dev/null; then \
 	  echo "already running:"; cat $(ENV_DIR)/env.sh; exit 0; fi
 	@rm -rf $(ENV_DIR) && mkdir -p $(ENV_DIR)
 	@cd shared && $(GO_ALONE) go build -o $(TOOLS_BIN)/driftless-testenv ./cmd/testenv
-	@nohup $(TOOLS_BIN)/driftless-testenv up --dir $(ENV_DIR) --bin-dir $(TOOLS_BIN) > $(ENV_DIR)/testenv.log 2>&1 & echo $$! > $(ENV_DIR)/pid
+	@nohup $(TOOLS_BIN)/driftless-testenv up --dir $(ENV_DIR) --bin-dir $(TOOLS_BIN) $(ENV_FLAGS) > $(ENV_DIR)/testenv.log 2>&1 & echo $$! > $(ENV_DIR)/pid
 	@$(TOOLS_BIN)/driftless-testenv wait --dir $(ENV_DIR)
 
-env-down: ## stop the environment env-up started and remove its files
+env-down: ## stop the environment env-up started and remove its files (and what killed real nodes left: containers, mounts, bridges, iptables rules)
 	@if [ -f $(ENV_DIR)/pid ]; then \
 	  pid=$$(cat $(ENV_DIR)/pid); kill $$pid 2>/dev/null || true; \
 	  for i in $$(seq 1 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
 	  kill -9 $$pid 2>/dev/null || true; fi
+	@if [ -x $(TOOLS_BIN)/driftless-testenv ]; then $(TOOLS_BIN)/driftless-testenv cleanup; fi
 	@rm -rf $(ENV_DIR)
 	@echo "environment stopped"
 
@@ -145,6 +185,6 @@ browser: ## install Debian's chromium (the UI's browser tests drive it headless)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x /usr/bin/chromium || { echo "chromium missing: install Debian's chromium package"; exit 1; }
 
-screenshots: tools ## regenerate docs/screenshots (overview, objects, diff) with the browser test
+screenshots: tools ## regenerate docs/screenshots (the synchronizer's overview, objects, diff; the automator's policies, policy, fleet) with the browser tests
 	@mkdir -p $(ROOT)/docs/screenshots
-	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^TestUIInABrowser$$' .
+	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^(TestUIInABrowser|TestAutomatorUIInABrowser)$$' .

@@ -146,6 +146,19 @@ func parentData(t testing.TB, cs kubernetes.Interface, ns string) map[string]str
 	return cm.Data
 }
 
+// storedMessage waits until the status ConfigMap in ns records revision
+// (the synchronizer writes it after /status has changed) and returns its
+// message.
+func storedMessage(t testing.TB, cs kubernetes.Interface, ns, revision string) string {
+	t.Helper()
+	var data map[string]string
+	until(t, 30*time.Second, "the status ConfigMap at "+revision, func() bool {
+		data = parentData(t, cs, ns)
+		return data["revision"] == revision && data["phase"] != ""
+	})
+	return data["message"]
+}
+
 // push tells a synchronizer about a push, signed as GitHub signs.
 func push(t testing.TB, listen string) int {
 	t.Helper()
@@ -258,7 +271,7 @@ func TestSynchronizerTenantWithRoleOnly(t *testing.T) {
 	if st.Status.Message != "" {
 		t.Fatalf("/status showed the message without authentication: %q", st.Status.Message)
 	}
-	st.Status.Message = parentData(t, s.cs, ns)["message"]
+	st.Status.Message = storedMessage(t, s.cs, ns, "main@sha1:"+bad)
 	for _, want := range []string{
 		"ConfigMap " + other + "/theirs: namespace \"" + other + "\" is outside this synchronizer's namespace \"" + ns + "\"",
 		"ClusterRole.rbac.authorization.k8s.io tenant-escalation: cluster-scoped objects are not allowed in tenant mode",
@@ -404,7 +417,7 @@ func TestTwoTenantsIsolated(t *testing.T) {
 		return st.Phase == "Stalled" && st.Revision == "main@sha1:"+bad
 	})
 	st := getStatus(t, la).Status
-	st.Message = parentData(t, s.cs, a)["message"]
+	st.Message = storedMessage(t, s.cs, a, "main@sha1:"+bad)
 	if st.Reason != "ValidationFailed" || !strings.Contains(st.Message, "ConfigMap "+b+"/app: namespace \""+b+"\" is outside") ||
 		!strings.Contains(st.Message, "ConfigMap "+b+"/extra") || st.LastAppliedRevision != "main@sha1:"+goodA {
 		t.Fatalf("tenant A status: %+v", st)
@@ -441,7 +454,8 @@ func TestTenantOverlayRBACSuffices(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, kubectlPath(t), "--kubeconfig", s.cluster.Kubeconfig, "apply", "--server-side", "-k", overlay).CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply -k overlays/tenant: %v\n%s", err, out)
 	}
-	cfg, err := s.cluster.ServiceAccountConfig(ctx, "tenant-a", "driftless-synchronizer", time.Hour)
+	// The overlay runs the tenant's synchronizer outside tenant-a, as this ServiceAccount.
+	cfg, err := s.cluster.ServiceAccountConfig(ctx, "driftless-tenants", "driftless-synchronizer-tenant-a", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

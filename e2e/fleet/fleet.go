@@ -67,6 +67,13 @@ type Options struct {
 	Soak time.Duration
 	// Say narrates; nil is silent.
 	Say func(format string, args ...any)
+	// InCluster runs the programs as the manifests' Deployments on a real
+	// node in each cluster, from images built from this tree (the
+	// Automator and Synchronizer binaries are then unused): see incluster.go.
+	InCluster bool
+	// NoInstall, with InCluster, leaves installing the manifests to the
+	// caller (Install, WaitAvailable), which then times it.
+	NoInstall bool
 }
 
 // Fleet is the running loop.
@@ -105,13 +112,19 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 			f.Stop()
 		}
 	}()
-	for _, name := range []string{"automator", "sync-dev", "sync-prod"} {
-		if f.Listen[name], err = freeAddr(); err != nil {
+	for _, p := range []struct{ name, body string }{{"git-token", gitToken}, {"hook-secret", hookSecret}} {
+		if err := os.WriteFile(filepath.Join(opts.Dir, p.name), []byte(p.body), 0o600); err != nil {
 			return nil, err
 		}
 	}
-	for _, p := range []struct{ name, body string }{{"git-token", gitToken}, {"hook-secret", hookSecret}} {
-		if err := os.WriteFile(filepath.Join(opts.Dir, p.name), []byte(p.body), 0o600); err != nil {
+	if opts.InCluster {
+		if err := f.startInCluster(ctx); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	for _, name := range []string{"automator", "sync-dev", "sync-prod"} {
+		if f.Listen[name], err = freeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -529,6 +542,9 @@ type SyncStatus struct {
 // The message, which /status shows only to an authorized user, comes
 // from the status ConfigMap, as kubectl reads it.
 func (f *Fleet) Status(name string) SyncStatus {
+	if f.opts.InCluster {
+		return f.statusInCluster(strings.TrimPrefix(name, "sync-"))
+	}
 	var st SyncStatus
 	resp, err := http.Get("http://" + f.listenOf(name) + "/status")
 	if err != nil {
@@ -589,7 +605,7 @@ func (f *Fleet) Show(ctx context.Context, commit string) string {
 // Promote merges dev into prod, as a reviewed pull request's merge would,
 // with git itself, and returns the merge commit.
 func (f *Fleet) Promote(ctx context.Context) (string, error) {
-	return f.withClone(ctx, "prod", func(git func(...string) (string, error), _ string) error {
+	return f.withClone(ctx, Repo, "prod", func(git func(...string) (string, error), _ string) error {
 		_, err := git("merge", "--no-ff", "--quiet", "-m", "Promote dev to prod", "origin/dev")
 		return err
 	})
@@ -598,7 +614,12 @@ func (f *Fleet) Promote(ctx context.Context) (string, error) {
 // Commit writes files on branch (an empty body deletes the file), commits
 // and pushes with git itself, as a person would, and returns the commit.
 func (f *Fleet) Commit(ctx context.Context, branch, message string, files map[string]string) (string, error) {
-	return f.withClone(ctx, branch, func(git func(...string) (string, error), dir string) error {
+	return f.CommitTo(ctx, Repo, branch, message, files)
+}
+
+// CommitTo is Commit in another repository of the Git server.
+func (f *Fleet) CommitTo(ctx context.Context, repo, branch, message string, files map[string]string) (string, error) {
+	return f.withClone(ctx, repo, branch, func(git func(...string) (string, error), dir string) error {
 		for rel, body := range files {
 			p := filepath.Join(dir, rel)
 			if body == "" {
@@ -622,10 +643,10 @@ func (f *Fleet) Commit(ctx context.Context, branch, message string, files map[st
 
 // withClone clones branch, lets change commit to it, and pushes; when
 // someone pushed meanwhile, it rebases and pushes again, never forcing.
-func (f *Fleet) withClone(ctx context.Context, branch string, change func(git func(...string) (string, error), dir string) error) (string, error) {
+func (f *Fleet) withClone(ctx context.Context, repo, branch string, change func(git func(...string) (string, error), dir string) error) (string, error) {
 	work := filepath.Join(f.opts.Dir, "work-"+fmt.Sprint(time.Now().UnixNano()))
 	defer os.RemoveAll(work)
-	authed, err := url.Parse(f.Git.RepoURL(Repo))
+	authed, err := url.Parse(f.Git.RepoURL(repo))
 	if err != nil {
 		return "", err
 	}

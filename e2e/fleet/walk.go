@@ -143,6 +143,11 @@ func (f *Fleet) Explore(dir string) string {
 		fmt.Fprintf(&b, "  export KUBECONFIG=%s   # the %s cluster, as admin\n", f.Clusters[c].Kubeconfig, c)
 		fmt.Fprintf(&b, "  kubectl -n web get deploy,pods -o wide\n")
 		fmt.Fprintf(&b, "  kubectl -n driftless-system get configmap driftless -o yaml   # the %s synchronizer's status\n", c)
+		if f.opts.InCluster {
+			fmt.Fprintf(&b, "  kubectl -n driftless-system get pods,lease -o wide; kubectl -n driftless-system logs deploy/driftless-synchronizer\n")
+			fmt.Fprintf(&b, "  curl -s http://%s/status   # the synchronizer's Service (a NodePort): either replica\n\n", f.Listen["sync-"+c])
+			continue
+		}
 		fmt.Fprintf(&b, "  curl -s http://%s/status; curl -s http://%s/metrics | grep ^driftless_\n\n", f.Listen["sync-"+c], f.Listen["sync-"+c])
 	}
 	fmt.Fprintf(&b, "  git clone %s   # user %s, token in %s/git-token\n", f.Git.RepoURL(Repo), gitUser, dir)

@@ -21,6 +21,8 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"driftless.dev/shared/redact"
 )
 
 // Sentinel errors.
@@ -258,29 +260,9 @@ func classify(err error) error {
 	return errors.New(Redact(err.Error()))
 }
 
-// Redact hides the user-info of every URL in s, so a URL with a token in
-// it never reaches a log or an error.
-func Redact(s string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		b.WriteString(s[:i+3])
-		s = s[i+3:]
-		end := strings.IndexAny(s, "/ \t\n\"'")
-		host := s
-		if end >= 0 {
-			host = s[:end]
-		}
-		if at := strings.LastIndexByte(host, '@'); at >= 0 {
-			b.WriteString("***@")
-			s = s[at+1:]
-		}
-	}
-}
+// Redact hides the user information and the query of every URL in s, so a
+// URL with a token in it never reaches a log or an error.
+func Redact(s string) string { return redact.URLs(s) }
 
 // Diff returns the unified diff between two commits, as `git diff` shows it.
 func (r *Repo) Diff(from, to plumbing.Hash) (string, error) {

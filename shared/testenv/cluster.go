@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +39,12 @@ type ClusterOptions struct {
 	ReadyTimeout time.Duration
 	// APIServerPort fixes the API server's port. Default: a free one.
 	APIServerPort int
+	// RealNode adds a real node (kubelet, containerd, runc, CNI bridge,
+	// kube-proxy) beside the simulated ones, so Pods run real containers
+	// and Services route. It is tainted RealNodeTaint: only Pods that
+	// tolerate it run there. The API server then listens on the node's
+	// HostIP instead of 127.0.0.1, so Pods reach it. Needs root.
+	RealNode bool
 }
 
 // Cluster is a running Kubernetes control plane with simulated nodes.
@@ -47,6 +55,8 @@ type Cluster struct {
 	Kubeconfig string
 	// Dir holds the cluster's data, certificates and logs.
 	Dir string
+	// Node is the real node, when ClusterOptions.RealNode asked for one.
+	Node *Node
 
 	ca       *authority
 	procs    []*process
@@ -102,7 +112,18 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	if opts.APIServerPort != 0 {
 		apiPort = opts.APIServerPort
 	}
-	if err := c.writePKI(apiPort); err != nil {
+	apiHost := "127.0.0.1"
+	if opts.RealNode {
+		if c.Node, err = allocateNode(c.path("node")); err != nil {
+			return nil, err
+		}
+		if err := c.Node.setupNetwork(ctx); err != nil {
+			return nil, err
+		}
+		apiHost = c.Node.HostIP
+	}
+	apiAddr := net.JoinHostPort(apiHost, strconv.Itoa(apiPort))
+	if err := c.writePKI(apiHost); err != nil {
 		return nil, err
 	}
 
@@ -123,21 +144,25 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	// kube-apiserver
 	c.apiBin = bins["kube-apiserver"]
 	c.apiArgs = []string{"--etcd-servers=http://" + hostPort(etcdPort),
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", apiPort),
+		"--bind-address=" + apiHost, "--advertise-address=" + apiHost, fmt.Sprintf("--secure-port=%d", apiPort),
 		"--cert-dir=" + c.path("pki"),
 		"--tls-cert-file=" + c.path("pki/apiserver.crt"), "--tls-private-key-file=" + c.path("pki/apiserver.key"),
 		"--client-ca-file=" + c.path("pki/ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + c.path("pki/sa.pub"), "--service-account-signing-key-file=" + c.path("pki/sa.key"),
 		"--authorization-mode=RBAC", "--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true",
-		"--profiling=false", "--v=1"}
+		"--profiling=false", "--v=1",
+		// kubectl logs and exec on a real node: the kubelet is reached at
+		// its IP, with the administrator's certificate.
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate=" + c.path("pki/admin.crt"), "--kubelet-client-key=" + c.path("pki/admin.key")}
 	api, err := c.start("kube-apiserver", c.apiBin, c.apiArgs...)
 	if err != nil {
 		return nil, err
 	}
 	c.api = api
 	c.Config = &rest.Config{
-		Host:            "https://" + hostPort(apiPort),
+		Host:            "https://" + apiAddr,
 		TLSClientConfig: c.tlsConfig("pki/admin.crt", "pki/admin.key"),
 		QPS:             200,
 		Burst:           400,
@@ -194,6 +219,11 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	if err := c.addNodes(ctx, kwok, opts.Nodes, opts.ReadyTimeout); err != nil {
 		return nil, err
 	}
+	if c.Node != nil {
+		if err := c.Node.start(ctx, c, opts.BinDir); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -235,13 +265,13 @@ func (c *Cluster) start(name, bin string, args ...string) (*process, error) {
 
 // writePKI writes the CA, the API server's serving certificate, the
 // administrator's client certificate and the ServiceAccount signing keys.
-func (c *Cluster) writePKI(apiPort int) error {
+func (c *Cluster) writePKI(apiHost string) error {
 	ca, err := newAuthority("driftless-testenv-ca")
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	c.ca = ca
-	srvCert, srvKey, err := ca.issue("kube-apiserver", nil, "127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.0.0.1")
+	srvCert, srvKey, err := ca.issue("kube-apiserver", nil, apiHost, "127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.0.0.1")
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -386,6 +416,10 @@ func (c *Cluster) LogTails() string {
 	for _, p := range c.procs {
 		fmt.Fprintf(&b, "--- last lines of %s ---\n%s\n", p.logPath, tailFile(p.logPath, tailLines))
 	}
+	if c.Node != nil {
+		b.WriteString(c.Node.LogTails())
+		b.WriteString(c.Node.ContainerLogs(tailLines))
+	}
 	return b.String()
 }
 
@@ -393,6 +427,9 @@ func (c *Cluster) LogTails() string {
 // StartCluster made it. It is safe to call more than once.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
+		if c.Node != nil {
+			c.Node.Stop()
+		}
 		for i := len(c.procs) - 1; i >= 0; i-- {
 			c.procs[i].stop(10 * time.Second)
 		}

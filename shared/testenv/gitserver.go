@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"driftless.dev/shared/redact"
 )
 
 // GitServerOptions configure StartGitServer. The zero value is an
@@ -25,6 +27,9 @@ type GitServerOptions struct {
 	Dir string
 	// Auth, when set, requires these credentials for every request.
 	Auth *BasicAuth
+	// Address is the IP to listen on. Default 127.0.0.1; a real node's
+	// HostIP makes the server reachable from its Pods.
+	Address string
 }
 
 // GitServer serves bare repositories over Git's smart HTTP protocol with
@@ -70,7 +75,11 @@ func StartGitServer(ctx context.Context, opts GitServerOptions) (_ *GitServer, e
 		}
 		g.ownsDir = true
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		return nil, &ComponentError{Component: "git-server", Err: fmt.Errorf("listen: %w", err)}
 	}
@@ -233,24 +242,7 @@ func gitOutput(ctx context.Context, dir string, args ...string) (string, error) 
 	out, err := cmd.Output()
 	if err != nil {
 		// URLs with credentials are never put in the message.
-		return "", fmt.Errorf("git %s: %w: %s", args[0], err, redact(strings.TrimSpace(stderr.String())))
+		return "", fmt.Errorf("git %s: %w: %s", args[0], err, redact.URLs(strings.TrimSpace(stderr.String())))
 	}
 	return string(out), nil
-}
-
-// redact hides the user-info part of any URL in s.
-func redact(s string) string {
-	for {
-		i := strings.Index(s, "://")
-		if i < 0 {
-			return s
-		}
-		rest := s[i+3:]
-		at := strings.IndexByte(rest, '@')
-		end := strings.IndexAny(rest, "/ \n")
-		if at < 0 || (end >= 0 && at > end) {
-			return s[:i+3] + redact(rest)
-		}
-		return s[:i+3] + "REDACTED@" + redact(rest[at+1:])
-	}
 }

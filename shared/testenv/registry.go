@@ -45,11 +45,16 @@ type RegistryOptions struct {
 	// Registry's Transport trusts it.
 	TLS bool
 	// NotifyURL, when set, receives the registry's push notifications
-	// (distribution's webhook envelope), with NotifyHeaders on each request.
+	// (distribution's webhook envelope), with NotifyHeaders on each request:
+	// manifest events only (blob events are ignored, as the automator does;
+	// they would only queue up in front of the next manifest's).
 	NotifyURL     string
 	NotifyHeaders map[string]string
 	// Port fixes the listening port. Default: a free one.
 	Port int
+	// Address is the IP to listen on. Default 127.0.0.1; a real node's
+	// HostIP makes the registry reachable from its Pods and its containerd.
+	Address string
 	// ReadyTimeout bounds the wait for the registry. Default 30s.
 	ReadyTimeout time.Duration
 }
@@ -104,7 +109,10 @@ func StartRegistry(ctx context.Context, opts RegistryOptions) (_ *Registry, err 
 		port = ps[0]
 	}
 	r.Host = hostPort(port)
-	if opts.TLS {
+	if opts.Address != "" {
+		r.Host = net.JoinHostPort(opts.Address, strconv.Itoa(port))
+	}
+	if opts.TLS && opts.Address == "" {
 		// go-containerregistry assumes plain HTTP for 127.0.0.1 and rejects
 		// https pagination links there; any other loopback address is
 		// treated as the TLS registry it is.
@@ -179,7 +187,7 @@ func (r *Registry) writeConfig(opts RegistryOptions) (string, error) {
 		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: driftless-testenv\n    path: %q\n", filepath.Join(r.Dir, "htpasswd"))
 	}
 	if opts.NotifyURL != "" {
-		fmt.Fprintf(&b, "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: driftless\n      url: %q\n      timeout: 2s\n      threshold: 5\n      backoff: 1s\n", opts.NotifyURL)
+		fmt.Fprintf(&b, "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: driftless\n      url: %q\n      timeout: 2s\n      threshold: 5\n      backoff: 1s\n      ignoredmediatypes: [application/octet-stream]\n", opts.NotifyURL)
 		if len(opts.NotifyHeaders) > 0 {
 			b.WriteString("      headers:\n")
 			for k, v := range opts.NotifyHeaders {

@@ -20,6 +20,7 @@ import (
 	"driftless.dev/automator/internal/loop"
 	"driftless.dev/automator/internal/metrics"
 	"driftless.dev/automator/internal/promote"
+	"driftless.dev/automator/internal/web"
 	"driftless.dev/shared/leader"
 	"driftless.dev/shared/serve"
 )
@@ -28,7 +29,7 @@ func runCommand() *cobra.Command {
 	var c passConfig
 	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
 	var refresh, gateInterval time.Duration
-	var elect, once bool
+	var elect, once, ui bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Scan and commit continuously; serve metrics, health and the registry webhook",
@@ -71,11 +72,16 @@ func runCommand() *cobra.Command {
 			defer log.Sync() //nolint:errcheck
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
+			var rec *web.Record
+			if ui {
+				rec = web.NewRecord()
+			}
 			gates := b.gates
 			// Each pass may have moved the branch a gate reads: evaluate
 			// the gates after it.
+			obs := observe(m.Observe, rec)
 			lp := loop.New(b.auto, log.Named("loop"), func(res automate.Result, err error, secs float64) {
-				m.Observe(res, err, secs)
+				obs(res, err, secs)
 				gates.Trigger()
 			})
 			observeGates := func(res promote.Result, err error) {
@@ -104,6 +110,14 @@ func runCommand() *cobra.Command {
 			}
 			mux.Handle("POST /hooks/registry", h)
 			mux.Handle("POST /hooks/git", gh)
+			u := uiConfig{on: ui, kubeconfig: kubeconfig, leaseNS: leaseNS, leaseName: leaseName}
+			if el != nil {
+				u.leading = el.Leading
+			}
+			uiOn, err := mountUI(u, mux, &c, b, rec, log.Named("web"))
+			if err != nil {
+				return err
+			}
 
 			var wg sync.WaitGroup
 			wg.Go(func() {
@@ -111,7 +125,7 @@ func runCommand() *cobra.Command {
 					log.Error("http server", zap.Error(err))
 				}
 			})
-			log.Info("automator started", zap.String("listen", l.Addr().String()), zap.String("branch", c.branch), zap.Bool("leaderElection", elect))
+			log.Info("automator started", zap.String("listen", l.Addr().String()), zap.String("branch", c.branch), zap.Bool("leaderElection", elect), zap.Bool("ui", uiOn))
 			lead := func(ctx context.Context) {
 				var both sync.WaitGroup
 				both.Go(func() { gates.Run(ctx, gateInterval, observeGates) })
@@ -129,7 +143,7 @@ func runCommand() *cobra.Command {
 	}
 	c.flags(cmd.Flags())
 	fs := cmd.Flags()
-	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz and /hooks/registry")
+	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz, /hooks/registry, /hooks/git and the web UI (/ui/, /api/v1/)")
 	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret (an empty file is an error)")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
@@ -138,7 +152,8 @@ func runCommand() *cobra.Command {
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
 	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")
 	fs.StringVar(&leaseName, "lease-name", "driftless-automator", "name of the Lease")
-	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for leader election outside a cluster (default: in-cluster)")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for leader election and the web UI outside a cluster (default: in-cluster)")
+	fs.BoolVar(&ui, "ui", true, "serve the web UI (/ui/) and its API (/api/v1/), authorized by the cluster's RBAC on the Lease (see docs/ui.md); needs a cluster (--kubeconfig or in a Pod)")
 	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
 	return cmd
 }

@@ -111,6 +111,10 @@ type Automator struct {
 
 	mu    sync.Mutex
 	stuck stuck
+	// clone is held by a pass or a plan for as long as it uses the
+	// working clone: the loop's passes and a plan asked for from the UI
+	// take turns, so neither sees the other's half-reset tree.
+	clone sync.Mutex
 }
 
 // New returns an Automator, or an error naming the bad setting.
@@ -211,6 +215,8 @@ type pass struct {
 // empty, limits the pass to the policies with those keys (a webhook's
 // trigger).
 func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
+	a.clone.Lock()
+	defer a.clone.Unlock()
 	p := &pass{only: only, scans: map[string]*scanned{}}
 	var res Result
 	for n := 1; n <= a.cfg.PushAttempts; n++ {
@@ -240,8 +246,11 @@ func (a *Automator) Run(ctx context.Context, only []string) (Result, error) {
 }
 
 // Plan does an attempt, returns the exact diff of its commit and every
-// tag passed over and why, and drops the commit: nothing is pushed.
+// tag passed over and why, and drops the commit: nothing is pushed. It
+// waits for a pass in progress (they share the clone).
 func (a *Automator) Plan(ctx context.Context, only []string) (Result, error) {
+	a.clone.Lock()
+	defer a.clone.Unlock()
 	var res Result
 	h, err := a.attempt(ctx, &pass{only: only, explain: true, scans: map[string]*scanned{}}, &res)
 	if err != nil || h.IsZero() {

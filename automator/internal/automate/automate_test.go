@@ -1004,3 +1004,49 @@ func TestRevertedTagIsNotChosenAgain(t *testing.T) {
 		t.Fatalf("run after 1.1.1: %v %+v", err, res)
 	}
 }
+
+// TestPlanWhileRunning: a plan asked for from the UI and the loop's passes
+// share one clone; each waits for the other, so no plan sees a half-reset
+// tree and no pass commits a plan's leftovers.
+func TestPlanWhileRunning(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	a, _ := f.automator(t)
+	before := f.commits(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	var commits []string
+	for i := range 12 {
+		wg.Go(func() {
+			var res automate.Result
+			var err error
+			if i%3 == 0 {
+				res, err = a.Run(t.Context(), nil)
+			} else {
+				res, err = a.Plan(t.Context(), nil)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && (len(res.Policies) != 1 || res.Policies[0].Err != nil || res.Policies[0].Choice.Tag != "1.1.0") {
+				err = fmt.Errorf("policies %+v", res.Policies)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if res.Commit != "" {
+				commits = append(commits, res.Commit)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("plans and passes at once: %v", err)
+	}
+	if got := f.commits(t); got != before+1 || len(commits) != 1 || commits[0] != f.head(t) {
+		t.Fatalf("%d commits added (%v), want exactly the one bump at the head %s", got-before, commits, f.head(t))
+	}
+	diff, _ := f.git.Git(t.Context(), "fleet", "diff", "--stat", "main^", "main")
+	if !strings.Contains(diff, "apps/web/deploy.yaml") || !strings.Contains(diff, "1 file changed") {
+		t.Fatalf("the bump holds more than its edit:\n%s", diff)
+	}
+}

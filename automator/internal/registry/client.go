@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -17,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/time/rate"
+
+	"driftless.dev/shared/redact"
 )
 
 // MaxPageSize is the largest tag-list page ECR accepts; other registries
@@ -146,9 +147,27 @@ var (
 	ErrThrottled    = errors.New("registry throttled or failed (retries exhausted)")
 )
 
-// Classify wraps err with the sentinel that says what went wrong, and
-// strips anything secret from it: go-containerregistry errors carry URLs,
-// which may carry credentials or tokens in their query.
+// RegistryError is a registry call that failed: the sentinel that says
+// what a person must fix (errors.Is), and go-containerregistry's own error
+// (errors.As finds its *transport.Error with the status and diagnostics).
+// Its message is redacted: the registry's URLs may carry tokens.
+type RegistryError struct {
+	Kind error // ErrUnauthorized, ErrNotFound, ErrThrottled, ErrUnreachable or nil
+	Err  error // what go-containerregistry returned
+	msg  string
+}
+
+func (e *RegistryError) Error() string { return e.msg }
+func (e *RegistryError) Unwrap() []error {
+	if e.Kind == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// Classify says what went wrong, keeping the error, and strips anything
+// secret from its message: go-containerregistry errors carry URLs, which
+// may carry credentials or tokens in their query.
 func Classify(err error) error {
 	var terr *transport.Error
 	var uerr *url.Error
@@ -158,42 +177,22 @@ func Classify(err error) error {
 	if errors.As(err, &refused) {
 		return refused
 	}
+	re := func(kind error, msg string) error { return &RegistryError{Kind: kind, Err: err, msg: msg} }
 	switch {
 	case errors.As(err, &terr):
 		switch {
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("%w (HTTP %d)", ErrUnauthorized, terr.StatusCode)
+			return re(ErrUnauthorized, fmt.Sprintf("%v (HTTP %d)", ErrUnauthorized, terr.StatusCode))
 		case terr.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("%w (HTTP 404)", ErrNotFound)
+			return re(ErrNotFound, fmt.Sprintf("%v (HTTP 404)", ErrNotFound))
 		case terr.StatusCode == http.StatusTooManyRequests || terr.StatusCode >= 500:
-			return fmt.Errorf("%w (HTTP %d)", ErrThrottled, terr.StatusCode)
+			return re(ErrThrottled, fmt.Sprintf("%v (HTTP %d)", ErrThrottled, terr.StatusCode))
 		}
-		return fmt.Errorf("HTTP %d: %s", terr.StatusCode, redact(terr.Error()))
+		return re(nil, fmt.Sprintf("HTTP %d: %s", terr.StatusCode, redact.URLs(terr.Error())))
 	case errors.As(err, &uerr):
-		return fmt.Errorf("%w: %s %s: %v", ErrUnreachable, uerr.Op, redactURL(uerr.URL), uerr.Err)
+		return re(ErrUnreachable, fmt.Sprintf("%v: %s %s: %v", ErrUnreachable, uerr.Op, redact.URL(uerr.URL), redact.URLs(fmt.Sprint(uerr.Err))))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}
-	return errors.New(redact(err.Error()))
-}
-
-// redact drops the query of every URL in s and any user-info.
-func redact(s string) string {
-	fields := strings.Fields(s)
-	for i, f := range fields {
-		if strings.Contains(f, "://") {
-			fields[i] = redactURL(strings.Trim(f, `"';,`))
-		}
-	}
-	return strings.Join(fields, " ")
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<url>"
-	}
-	u.User = nil
-	u.RawQuery = ""
-	return u.String()
+	return re(nil, redact.URLs(err.Error()))
 }

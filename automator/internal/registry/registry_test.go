@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"driftless.dev/automator/internal/policy"
 	"driftless.dev/automator/internal/registry"
@@ -244,5 +245,26 @@ func TestCredentialsStayWithTheirRegistry(t *testing.T) {
 	}
 	if realmHits.Load() != 0 {
 		t.Fatal("the credentials reached a token realm on another host")
+	}
+}
+
+// A refusal keeps what go-containerregistry said: errors.Is finds the
+// reason a person acts on, errors.As the *transport.Error with its status,
+// and the message carries no credential.
+func TestRegistryErrorKeepsTheTransportError(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "robot", Password: "pw"}})
+	repo, err := name.NewRepository(reg.Host+"/team/app", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := authn.FromConfig(authn.AuthConfig{Username: "robot", Password: "wrong-s3cret"})
+	_, err = registry.New(registry.WithInsecure(reg.Host)).Tags(t.Context(), repo, wrong)
+	var re *registry.RegistryError
+	var terr *transport.Error
+	if !errors.Is(err, registry.ErrUnauthorized) || !errors.As(err, &re) || !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("got %v (%T)", err, err)
+	}
+	if strings.Contains(err.Error(), "wrong-s3cret") {
+		t.Fatalf("the password reached the message: %v", err)
 	}
 }

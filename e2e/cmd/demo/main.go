@@ -71,6 +71,7 @@ func root() *cobra.Command {
 	up.Flags().StringVar(&opts.Manifests, "manifests", "manifests", "the manifests/ folder")
 	up.Flags().BoolVar(&polling, "polling", false, "no webhooks: both programs poll every 5s")
 	up.Flags().DurationVar(&opts.Soak, "soak", 3*time.Second, "the promotion gate's soak time in dev (shortened for the demo); 0 merges dev into prod by hand instead")
+	up.Flags().BoolVar(&opts.InCluster, "in-cluster", false, "run the programs as the manifests' Deployments on a real node in each cluster, from images built from this tree")
 
 	var timeout time.Duration
 	follow := &cobra.Command{
@@ -112,13 +113,28 @@ func up(ctx context.Context, opts fleet.Options) error {
 		os.Stderr = gitLog
 	}
 	heading("Start the environment, seed the repository, install manifests/, run the programs")
+	if opts.InCluster && !opts.Webhooks {
+		return errors.New("--in-cluster runs with webhooks: drop --polling")
+	}
+	if opts.InCluster {
+		// The releases run the programs without records or gates: the
+		// promotion stays a merge by hand.
+		opts.Soak = 0
+	}
 	f, err := fleet.Start(ctx, opts)
+	if f != nil {
+		defer f.Stop()
+	}
 	if err != nil {
 		return err
 	}
-	defer f.Stop()
-	fmt.Printf("automator (dev branch) on %s, synchronizers on %s (dev) and %s (prod), as their ServiceAccounts\n",
-		f.Listen["automator"], f.Listen["sync-dev"], f.Listen["sync-prod"])
+	if opts.InCluster {
+		fmt.Printf("automator (dev branch) and synchronizers run as Pods; their Services are NodePorts: %s (automator, dev), %s (dev), %s (prod)\n",
+			f.Listen["automator"], f.Listen["sync-dev"], f.Listen["sync-prod"])
+	} else {
+		fmt.Printf("automator (dev branch) on %s, synchronizers on %s (dev) and %s (prod), as their ServiceAccounts\n",
+			f.Listen["automator"], f.Listen["sync-dev"], f.Listen["sync-prod"])
+	}
 
 	heading("Both clusters apply their branch: web 1.0.0 rolls out")
 	if err := f.Ready(ctx, 2*time.Minute); err != nil {

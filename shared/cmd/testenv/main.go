@@ -30,18 +30,20 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{Use: "testenv", Short: "Run Driftless's test environment: a cluster, a registry and a Git server", SilenceUsage: true, SilenceErrors: true}
 	var dir, binDir string
 	var nodes int
+	var realNode bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Start everything, write <dir>/env.sh, and run until SIGTERM or SIGINT",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runUp(ctx, dir, binDir, nodes)
+			return runUp(ctx, dir, binDir, nodes, realNode)
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "folder for data, logs and env.sh (required)")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "folder of the binaries `make tools` built (default: .tools/bin above the working directory)")
 	up.Flags().IntVar(&nodes, "nodes", 2, "simulated nodes")
+	up.Flags().BoolVar(&realNode, "real-node", false, "add a real node (kubelet, containerd, kube-proxy) that runs Pods tolerating "+testenv.RealNodeTaint+"; the registry and Git server then listen on its host address")
 	_ = up.MarkFlagRequired("dir")
 
 	var timeout time.Duration
@@ -55,11 +57,19 @@ func newRoot() *cobra.Command {
 	wait.Flags().StringVar(&dir, "dir", "", "the folder given to up (required)")
 	wait.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	_ = wait.MarkFlagRequired("dir")
-	root.AddCommand(up, wait)
+	cleanup := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove what killed environments left of their real nodes: containers, mounts, cgroups, network namespaces and links",
+		RunE: func(*cobra.Command, []string) error {
+			testenv.CleanupStaleNodes()
+			return nil
+		},
+	}
+	root.AddCommand(up, wait, cleanup)
 	return root
 }
 
-func runUp(ctx context.Context, dir, binDir string, nodes int) error {
+func runUp(ctx context.Context, dir, binDir string, nodes int, realNode bool) error {
 	started := time.Now()
 	sub := func(name string) (string, error) {
 		p := filepath.Join(dir, name)
@@ -69,25 +79,34 @@ func runUp(ctx context.Context, dir, binDir string, nodes int) error {
 	if err != nil {
 		return err
 	}
-	cluster, err := testenv.StartCluster(ctx, testenv.ClusterOptions{BinDir: binDir, Dir: cdir, Nodes: nodes})
+	cluster, err := testenv.StartCluster(ctx, testenv.ClusterOptions{BinDir: binDir, Dir: cdir, Nodes: nodes, RealNode: realNode})
 	if err != nil {
 		return err
 	}
 	defer cluster.Stop()
+	addr := ""
+	if cluster.Node != nil {
+		addr = cluster.Node.HostIP
+	}
 	rdir, err := sub("registry")
 	if err != nil {
 		return err
 	}
-	reg, err := testenv.StartRegistry(ctx, testenv.RegistryOptions{BinDir: binDir, Dir: rdir})
+	reg, err := testenv.StartRegistry(ctx, testenv.RegistryOptions{BinDir: binDir, Dir: rdir, Address: addr})
 	if err != nil {
 		return err
 	}
 	defer reg.Stop()
+	if cluster.Node != nil {
+		if err := cluster.Node.TrustRegistry(reg.Host); err != nil {
+			return err
+		}
+	}
 	gdir, err := sub("git")
 	if err != nil {
 		return err
 	}
-	git, err := testenv.StartGitServer(ctx, testenv.GitServerOptions{Dir: gdir})
+	git, err := testenv.StartGitServer(ctx, testenv.GitServerOptions{Dir: gdir, Address: addr})
 	if err != nil {
 		return err
 	}

@@ -107,3 +107,17 @@ func TestRecordFlagsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// An empty or blank webhook secret file would turn authentication off
+// without a word: the synchronizer refuses to start, naming the flag.
+func TestEmptyWebhookSecretRefusesToStart(t *testing.T) {
+	for _, content := range []string{"", "  \n\t\n"} {
+		f := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(f, []byte(content), 0o600)
+		var out bytes.Buffer
+		err := run(t.Context(), []string{"run", "--repo-url", "http://127.0.0.1:1/x.git", "--webhook-secret-file", f, "--listen", "127.0.0.1:0"}, noEnv, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "--webhook-secret-file") || !strings.Contains(err.Error(), "is empty") {
+			t.Fatalf("secret %q: got %v", content, err)
+		}
+	}
+}

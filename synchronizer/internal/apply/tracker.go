@@ -61,12 +61,33 @@ func (t *Tracker) signal() {
 	}
 }
 
-// unchanged: applied with this hash and untouched since.
-func (t *Tracker) unchanged(k Key, hash uint64) bool {
+// unchanged: applied in this form and untouched since. The same object
+// (a render planned again: the loop owns it and nothing changes it) is
+// known without marshalling it; another one is marshalled and compared by
+// hash, and adopted when equal, so the next pass is cheap again.
+func (t *Tracker) unchanged(it *item) bool {
+	t.mu.Lock()
+	m := t.objs[it.key]
+	if m == nil || !m.inSync {
+		t.mu.Unlock()
+		return false
+	}
+	if m.desired == it.obj {
+		it.hash = m.hash
+		t.mu.Unlock()
+		return true
+	}
+	t.mu.Unlock()
+	if it.marshal() != nil {
+		return false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := t.objs[k]
-	return m != nil && m.inSync && m.hash == hash
+	if m := t.objs[it.key]; m != nil && m.inSync && m.hash == it.hash {
+		m.desired = it.obj
+		return true
+	}
+	return false
 }
 
 func (t *Tracker) uid(k Key) types.UID {

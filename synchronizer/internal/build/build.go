@@ -217,10 +217,12 @@ func checkSecrets(objs []*unstructured.Unstructured) error {
 		for _, k := range keys {
 			s, isString := data[k].(string)
 			if !isString {
+				//lint:ignore ST1005 messages start with the object, and its kind is capitalized
 				errs = append(errs, fmt.Errorf("Secret %s: data.%s: not a string (data holds base64-encoded strings)", objectName(o), k))
 				continue
 			}
 			if _, err := base64.StdEncoding.DecodeString(s); err != nil {
+				//lint:ignore ST1005 messages start with the object, and its kind is capitalized
 				errs = append(errs, fmt.Errorf("Secret %s: data.%s: not valid base64 (data holds base64-encoded values; put plain text under stringData)", objectName(o), k))
 			}
 		}

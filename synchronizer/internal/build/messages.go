@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/resource"
 
+	"driftless.dev/shared/redact"
 	"driftless.dev/synchronizer/internal/checkoutfs"
 )
 
@@ -105,7 +105,7 @@ func remoteMessage(msg string, reads []checkoutfs.Read, refused []string) (strin
 			if !slices.Contains(refused, loc.value) && !strings.Contains(msg, loc.value) {
 				continue
 			}
-			return fmt.Sprintf("%s: %s %q: %v", r.Path, loc.field, redactURL(loc.value), errRemote), true
+			return fmt.Sprintf("%s: %s %q: %v", r.Path, loc.field, redact.UserInfo(loc.value), errRemote), true
 		}
 	}
 	// Kustomize does not always say which git URL it could not clone:
@@ -113,12 +113,12 @@ func remoteMessage(msg string, reads []checkoutfs.Read, refused []string) (strin
 	for i := len(reads) - 1; gitRefused && i >= 0; i-- {
 		for _, loc := range scalars(reads[i]) {
 			if remoteLike(loc.value) {
-				return fmt.Sprintf("%s: %s %q: %v", reads[i].Path, loc.field, redactURL(loc.value), errRemote), true
+				return fmt.Sprintf("%s: %s %q: %v", reads[i].Path, loc.field, redact.UserInfo(loc.value), errRemote), true
 			}
 		}
 	}
 	for _, u := range refused {
-		return fmt.Sprintf("%q: %v", redactURL(u), errRemote), true
+		return fmt.Sprintf("%q: %v", redact.UserInfo(u), errRemote), true
 	}
 	return "remote bases are not fetched: " + errRemote.Error(), true
 }
@@ -138,14 +138,6 @@ func remoteLike(s string) bool {
 		}
 	}
 	return strings.Contains(l, "://") || scpLike.MatchString(s)
-}
-
-// redactURL hides a password in a URL's user information.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
 }
 
 // helmMessage says what is true about Helm charts, naming where one is.

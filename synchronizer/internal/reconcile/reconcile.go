@@ -404,9 +404,6 @@ func (r *Reconciler) fetchAndBuild(ctx context.Context, took *Timings) (source.R
 		return rev, r.broken
 	}
 	r.objs, r.broken = objs, nil
-	r.mu.Lock()
-	r.desired = Desired{Revision: rev, Objects: objs}
-	r.mu.Unlock()
 	return rev, nil
 }
 
@@ -418,6 +415,12 @@ func (r *Reconciler) apply(ctx context.Context, res *Result) (*apply.Plan, error
 	t0 := time.Now()
 	plan, err := r.eng.Plan(ctx, r.objs, apply.PlanOptions{Force: force})
 	res.Took.Plan = time.Since(t0)
+	// Published once planned: Plan labels and places the render in place
+	// the first time, and never writes it again, so readers (the UI) see
+	// it settled.
+	r.mu.Lock()
+	r.desired = Desired{Revision: res.Revision, Objects: r.objs}
+	r.mu.Unlock()
 	var ve *apply.ValidationError
 	switch {
 	case errors.Is(err, apply.ErrEmptyRender):

@@ -653,3 +653,33 @@ func TestTransitionsAreObserved(t *testing.T) {
 		t.Fatalf("after a restart: %v", got)
 	}
 }
+
+// A force push back to an older commit is refused: the status says
+// RewoundRevision with both commits and the flag, an Event is recorded, the
+// error metric counts it, and what was applied stays.
+func TestRewindIsRefusedInStatus(t *testing.T) {
+	f := newFixture(t, base, reconcile.Config{})
+	first, _ := f.srv.Head(t.Context(), "app", "main")
+	if res := f.rec.Pass(t.Context()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	second := f.commit(map[string]string{"app/a.yaml": cm("NS", "a", "2")})
+	if res := f.rec.Pass(t.Context()); res.Err != nil || f.value("a") != "2" {
+		t.Fatalf("second commit: %v, a=%s", res.Err, f.value("a"))
+	}
+	if _, err := f.srv.Git(t.Context(), "app", "update-ref", "refs/heads/main", first); err != nil {
+		t.Fatal(err)
+	}
+	res := f.rec.Pass(t.Context())
+	s := f.stored().Status
+	if !errors.Is(res.Err, source.ErrRewound) || s.Reason != inventory.ReasonRewound || s.Phase != inventory.Stalled ||
+		!strings.Contains(s.Message, second) || !strings.Contains(s.Message, first) || !strings.Contains(s.Message, "--allow-rewind") {
+		t.Fatalf("pass %v, status %+v", res.Err, s)
+	}
+	if s.LastAppliedRevision != "main@sha1:"+second || f.value("a") != "2" {
+		t.Fatalf("the rewound commit was applied: %+v, a=%s", s, f.value("a"))
+	}
+	if !f.events.has(string(inventory.ReasonRewound) + ": ") {
+		t.Fatalf("no RewoundRevision Event: %v", f.events.events)
+	}
+}
