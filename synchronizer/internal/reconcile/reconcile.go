@@ -79,8 +79,9 @@ type Transition struct {
 	Revision string
 	// Time is when the loop saw it.
 	Time time.Time
-	// Objects are the set applied (Applied only). They are never changed
-	// once built: an observer may read them from another goroutine.
+	// Objects are the set applied (Applied only), as applied (labelled
+	// and placed). A render is not written again once planned: an
+	// observer may read them from another goroutine.
 	Objects []*unstructured.Unstructured
 	// Message says what is not healthy (Degraded).
 	Message string
