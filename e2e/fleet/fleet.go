@@ -60,6 +60,11 @@ type Options struct {
 	Webhooks bool
 	// Interval is the polling interval of both programs.
 	Interval time.Duration
+	// Soak, when set, gates the promotion (docs/records.md): the
+	// synchronizers record what they apply, a Promotion from dev to prod
+	// (healthy in dev for Soak) is seeded, and Walk waits for the
+	// automator's merge instead of merging by hand.
+	Soak time.Duration
 	// Say narrates; nil is silent.
 	Say func(format string, args ...any)
 	// InCluster runs the programs as the manifests' Deployments on a real
@@ -252,6 +257,10 @@ spec:
 		"clusters/prod/kustomization.yaml": "resources: [../../apps/web]\npatches:\n  - target: {kind: Deployment, name: web}\n    patch: |\n      - op: replace\n        path: /spec/replicas\n        value: 3\n",
 		"README.md":                        "The sample fleet: apps/ holds the application, clusters/<name>/ what each cluster applies,\npolicies/ the registry policies. The dev branch is applied to dev; merge dev into prod to promote.\n",
 	}
+	if f.opts.Soak > 0 {
+		files["policies/promotion.yaml"] = "apiVersion: driftless.dev/v1alpha1\nkind: Promotion\nmetadata: {name: dev-to-prod}\n" +
+			"spec: {from: dev, to: prod, healthyIn: [dev], soak: " + f.opts.Soak.String() + "}\n"
+	}
 	src := mkdir(f.opts.Dir, "seed")
 	for rel, body := range files {
 		p := filepath.Join(src, rel)
@@ -333,7 +342,7 @@ func (f *Fleet) StartAutomator(ctx context.Context) error {
 
 // StartAutomatorReplica runs one automator replica named name on listen.
 func (f *Fleet) StartAutomatorReplica(ctx context.Context, name, listen string) error {
-	_, err := f.start(name, f.opts.Automator, "run",
+	_, err := f.start(name, f.opts.Automator, append([]string{"run",
 		"--git-url", f.Git.RepoURL(Repo), "--git-branch", "dev", "--git-username", gitUser,
 		"--git-password-file", filepath.Join(f.opts.Dir, "git-token"),
 		"--policy-path", "policies", "--manifest-path", "apps", "--insecure-registries", f.Registry.Host,
@@ -341,11 +350,19 @@ func (f *Fleet) StartAutomatorReplica(ctx context.Context, name, listen string) 
 		"--listen", listen, "--webhook-secret-file", filepath.Join(f.opts.Dir, "hook-secret"),
 		"--leader-elect", "--lease-namespace", "driftless-system", "--identity", name,
 		"--kubeconfig", f.Kubeconfigs["dev/driftless-automator"],
-		"--refresh", f.opts.Interval.String(), "--log-format", "json")
+		"--refresh", f.opts.Interval.String(), "--log-format", "json"}, f.gated("--promotion-targets", "prod")...)...)
 	if err != nil {
 		return err
 	}
 	return waitHTTP(ctx, "http://"+listen+"/healthz", f.Proc(name))
+}
+
+// gated is args when the promotion is gated.
+func (f *Fleet) gated(args ...string) []string {
+	if f.opts.Soak > 0 {
+		return args
+	}
+	return nil
 }
 
 // StartSynchronizer runs the synchronizer of cluster c, following the
@@ -357,14 +374,14 @@ func (f *Fleet) StartSynchronizer(ctx context.Context, c string) error {
 
 // StartSynchronizerReplica runs one synchronizer replica of cluster c.
 func (f *Fleet) StartSynchronizerReplica(ctx context.Context, c, name, listen string) error {
-	_, err := f.start(name, f.opts.Synchronizer, "run",
-		"--repo-url", f.Git.RepoURL(Repo), "--branch", c, "--path", "clusters/"+c,
+	_, err := f.start(name, f.opts.Synchronizer, append([]string{"run",
+		"--repo-url", f.Git.RepoURL(Repo), "--branch", c, "--path", "clusters/" + c,
 		"--git-username", gitUser, "--git-password-file", filepath.Join(f.opts.Dir, "git-token"),
 		"--checkout-dir", filepath.Join(f.opts.Dir, name+"-checkout"),
 		"--kubeconfig", f.Kubeconfigs[c+"/driftless-synchronizer"],
 		"--listen", listen, "--webhook-secret-file", filepath.Join(f.opts.Dir, "hook-secret"),
 		"--leader-elect", "--identity", name, "--interval", f.opts.Interval.String(),
-		"--health-timeout", "2m", "--log-format", "json")
+		"--health-timeout", "2m", "--log-format", "json"}, f.gated("--record", "--cluster-name", c)...)...)
 	if err != nil {
 		return err
 	}
@@ -410,7 +427,8 @@ func (f *Fleet) notifySynchronizers() {
 	f.mu.Lock()
 	var targets []string
 	for name := range f.procs {
-		if strings.HasPrefix(name, "sync-") {
+		// The automators too: a record is a push, and their gates act on it.
+		if strings.HasPrefix(name, "sync-") || strings.HasPrefix(name, "automator") {
 			targets = append(targets, name)
 		}
 	}

@@ -79,12 +79,10 @@ func (f *Fleet) Walk(ctx context.Context, tag string, timeout time.Duration) (Ti
 	}
 	f.say("           prod still runs %s: it follows the prod branch, which has not moved", prodBefore)
 
-	merge, err := f.Promote(ctx)
-	if err != nil {
+	if err := f.promote(ctx, &t, start, timeout); err != nil {
 		return t, err
 	}
-	t.MergeCommit = merge
-	f.say("%s  merged dev into prod (%s), as a reviewed pull request would", stamp(time.Since(start)), short(merge))
+	merge := t.MergeCommit
 
 	if err := Until(ctx, timeout, "the prod synchronizer to apply the merge", func() bool {
 		return f.Status("sync-prod").Status.LastAppliedRevision == "prod@sha1:"+merge
@@ -103,6 +101,29 @@ func (f *Fleet) Walk(ctx context.Context, tag string, timeout time.Duration) (Ti
 	r = f.Web(ctx, "prod")
 	f.say("%s  web rolled out in prod: %d/%d replicas on %s", stamp(t.ProdRolledOut), r.Ready, r.Replicas, r.Image)
 	return t, nil
+}
+
+// promote merges dev into prod by hand, as a reviewed pull request would,
+// or, with a gate, waits for the automator's merge once dev's records say
+// the bump was healthy for the soak time.
+func (f *Fleet) promote(ctx context.Context, t *Timings, start time.Time, timeout time.Duration) error {
+	if f.opts.Soak == 0 {
+		merge, err := f.Promote(ctx)
+		t.MergeCommit = merge
+		f.say("%s  merged dev into prod (%s), as a reviewed pull request would", stamp(time.Since(start)), short(merge))
+		return err
+	}
+	before := f.Head(ctx, "prod")
+	f.say("           the gate dev-to-prod waits until dev's records say %s was healthy there for %s:", short(t.BumpCommit), f.opts.Soak)
+	if err := Until(ctx, timeout, "the automator's merge into prod", func() bool { return f.Head(ctx, "prod") != before }); err != nil {
+		return err
+	}
+	t.MergeCommit = f.Head(ctx, "prod")
+	notes, _ := f.Git.Git(ctx, Repo, "notes", "--ref=driftless", "show", t.BumpCommit)
+	f.say("%s  the dev synchronizer's records on %s (git notes --ref=driftless show):\n%s", stamp(time.Since(start)), short(t.BumpCommit), indent(notes))
+	msg, _ := f.Git.Git(ctx, Repo, "log", "-1", "--format=%an: %B", t.MergeCommit)
+	f.say("%s  the automator merged dev into prod (%s), fast-forward only, after the soak:\n%s", stamp(time.Since(start)), short(t.MergeCommit), indent(strings.TrimSpace(msg)))
+	return nil
 }
 
 func stamp(d time.Duration) string { return fmt.Sprintf("[+%6.2fs]", d.Seconds()) }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
+	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
@@ -388,27 +389,61 @@ const verifiedRef = plumbing.ReferenceName("refs/driftless/verified")
 // (see VerifyHistory), and records tip as verified when it passes. With
 // neither, a new clone with nothing recorded, only tip is checked.
 func (r *Repo) Verify(k *Keyring, tip, anchor plumbing.Hash) error {
+	return verifyRecorded(r.repo, r.branch, k, tip, anchor)
+}
+
+// verifyRecorded is Verify on any repository; branch names the history
+// in messages.
+func verifyRecorded(repo *git.Repository, branch string, k *Keyring, tip, anchor plumbing.Hash) error {
 	var trusted []plumbing.Hash
-	if ref, err := r.repo.Reference(verifiedRef, true); err == nil {
+	if ref, err := repo.Reference(verifiedRef, true); err == nil {
 		trusted = append(trusted, ref.Hash())
 	}
 	if !anchor.IsZero() {
-		if _, err := r.repo.CommitObject(anchor); err != nil {
-			return fmt.Errorf("%w: the trust anchor %s is not in the history of %s", ErrUntrusted, anchor, r.branch)
+		if _, err := repo.CommitObject(anchor); err != nil {
+			where := "the history"
+			if branch != "" {
+				where = "the history of " + branch
+			}
+			return fmt.Errorf("%w: the trust anchor %s is not in %s", ErrUntrusted, anchor, where)
 		}
 		trusted = append(trusted, anchor)
 	}
-	if err := VerifyHistory(r.repo.Storer, k, tip, trusted...); err != nil {
+	if err := VerifyHistory(repo.Storer, k, tip, trusted...); err != nil {
 		return err
 	}
-	return r.MarkVerified(tip)
+	return markVerified(repo, tip)
 }
 
 // MarkVerified records h as verified: a commit this program made on top of
 // verified history.
-func (r *Repo) MarkVerified(h plumbing.Hash) error {
-	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h)); err != nil {
+func (r *Repo) MarkVerified(h plumbing.Hash) error { return markVerified(r.repo, h) }
+
+func markVerified(repo *git.Repository, h plumbing.Hash) error {
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h)); err != nil {
 		return fmt.Errorf("record %s as verified: %w", h, err)
 	}
 	return nil
+}
+
+// ParseSigningKey reads an armored OpenPGP private key, decrypting it with
+// passphrase when it is encrypted.
+func ParseSigningKey(armored, passphrase []byte) (*openpgp.Entity, error) {
+	ents, err := openpgp.ReadArmoredKeyRing(strings.NewReader(string(armored)))
+	if err != nil || len(ents) == 0 {
+		return nil, errors.New("not an armored OpenPGP key")
+	}
+	e := ents[0]
+	if e.PrivateKey == nil {
+		return nil, errors.New("holds no private key")
+	}
+	if e.PrivateKey.Encrypted {
+		if len(passphrase) == 0 {
+			return nil, errors.New("the key is encrypted: give its passphrase")
+		}
+		if err := e.PrivateKey.Decrypt(passphrase); err != nil {
+			return nil, errors.New("wrong passphrase")
+		}
+	}
+	return e, nil
 }

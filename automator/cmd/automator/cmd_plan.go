@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -15,7 +16,7 @@ func planCommand() *cobra.Command {
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "plan [policy...]",
-		Short: "Show per policy the chosen tag and why, and the exact diff a run would commit; push nothing",
+		Short: "Show per policy the chosen tag and why, the exact diff a run would commit, and each promotion gate: what it waits for and since when; push nothing",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := c.build(cmd.Context())
 			if err != nil {
@@ -23,7 +24,11 @@ func planCommand() *cobra.Command {
 			}
 			res, err := b.auto.Plan(cmd.Context(), args)
 			printPlan(cmd.OutOrStdout(), res, verbose)
-			return err
+			// The gates and the revert rule, as a run would see them now;
+			// nothing is pushed or recorded.
+			gres, gerr := b.gates.Pass(cmd.Context(), true)
+			printGates(cmd.OutOrStdout(), gres, gerr)
+			return errors.Join(err, gerr)
 		},
 	}
 	c.flags(cmd.Flags())

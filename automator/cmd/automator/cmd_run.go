@@ -15,9 +15,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"driftless.dev/automator/internal/automate"
 	"driftless.dev/automator/internal/hook"
 	"driftless.dev/automator/internal/loop"
 	"driftless.dev/automator/internal/metrics"
+	"driftless.dev/automator/internal/promote"
 	"driftless.dev/automator/internal/web"
 	"driftless.dev/shared/leader"
 	"driftless.dev/shared/serve"
@@ -26,7 +28,7 @@ import (
 func runCommand() *cobra.Command {
 	var c passConfig
 	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
-	var refresh time.Duration
+	var refresh, gateInterval time.Duration
 	var elect, once, ui bool
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -74,7 +76,18 @@ func runCommand() *cobra.Command {
 			if ui {
 				rec = web.NewRecord()
 			}
-			lp := loop.New(b.auto, log.Named("loop"), observe(m.Observe, rec))
+			gates := b.gates
+			// Each pass may have moved the branch a gate reads: evaluate
+			// the gates after it.
+			obs := observe(m.Observe, rec)
+			lp := loop.New(b.auto, log.Named("loop"), func(res automate.Result, err error, secs float64) {
+				obs(res, err, secs)
+				gates.Trigger()
+			})
+			observeGates := func(res promote.Result, err error) {
+				m.ObserveGates(res, err)
+				reportGates(log.Named("gates"), res, err)
+			}
 
 			var el *leader.Elector
 			if elect {
@@ -91,10 +104,12 @@ func runCommand() *cobra.Command {
 			}
 			mux := serve.Mux(reg, func() error { return nil })
 			h := &hook.Handler{Secret: secret, Target: lp, Log: log.Named("hook")}
+			gh := &hook.GitHandler{Secret: []byte(secret), Trigger: gates.Trigger, Log: log.Named("hook")}
 			if el != nil {
-				h.Leading = el.Leading
+				h.Leading, gh.Leading = el.Leading, el.Leading
 			}
 			mux.Handle("POST /hooks/registry", h)
+			mux.Handle("POST /hooks/git", gh)
 			u := uiConfig{on: ui, kubeconfig: kubeconfig, leaseNS: leaseNS, leaseName: leaseName}
 			if el != nil {
 				u.leading = el.Leading
@@ -111,10 +126,16 @@ func runCommand() *cobra.Command {
 				}
 			})
 			log.Info("automator started", zap.String("listen", l.Addr().String()), zap.String("branch", c.branch), zap.Bool("leaderElection", elect), zap.Bool("ui", uiOn))
-			if el != nil {
-				el.Run(ctx, func(ctx context.Context) { _ = lp.Run(ctx, refresh) })
-			} else {
+			lead := func(ctx context.Context) {
+				var both sync.WaitGroup
+				both.Go(func() { gates.Run(ctx, gateInterval, observeGates) })
 				_ = lp.Run(ctx, refresh)
+				both.Wait()
+			}
+			if el != nil {
+				el.Run(ctx, lead)
+			} else {
+				lead(ctx)
 			}
 			wg.Wait()
 			return nil
@@ -122,11 +143,12 @@ func runCommand() *cobra.Command {
 	}
 	c.flags(cmd.Flags())
 	fs := cmd.Flags()
-	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz, /hooks/registry and the web UI (/ui/, /api/v1/)")
+	fs.StringVar(&listen, "listen", ":8080", "address for /metrics, /healthz, /readyz, /hooks/registry, /hooks/git and the web UI (/ui/, /api/v1/)")
 	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret (an empty file is an error)")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
-	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed): for a CronJob or CI")
+	fs.DurationVar(&gateInterval, "promotion-interval", 30*time.Second, "how often the promotion gates and the revert rule read Git when no pass, push webhook (/hooks/git) or soak end comes first")
+	fs.BoolVar(&once, "once", false, "do one pass (and one evaluation of the gates) and exit (non-zero if it failed): for a CronJob or CI")
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
 	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")
 	fs.StringVar(&leaseName, "lease-name", "driftless-automator", "name of the Lease")
@@ -158,11 +180,21 @@ func runOnce(ctx context.Context, c *passConfig) error {
 	if res.Commit != "" {
 		b.log.Info("pushed image update", zap.String("revision", res.Commit), zap.Int("changes", len(res.Changes)))
 	}
+	gres, gerr := b.gates.Pass(ctx, false)
+	reportGates(b.log.Named("gates"), gres, gerr)
+	if gerr != nil {
+		return gerr
+	}
+	for _, g := range gres.Gates {
+		if g.State == promote.Failed {
+			failed = append(failed, "promotion "+g.Name)
+		}
+	}
 	if res.PolicyErrs != nil {
 		return fmt.Errorf("some policies were skipped:\n%w", res.PolicyErrs)
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("scans failed for %s", strings.Join(failed, ", "))
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -18,9 +19,11 @@ import (
 
 	"driftless.dev/automator/internal/automate"
 	"driftless.dev/automator/internal/ecr"
+	"driftless.dev/automator/internal/promote"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/logging"
+	"driftless.dev/shared/records"
 )
 
 // passConfig is what run and plan share: where Git is, where policies and
@@ -46,6 +49,10 @@ type passConfig struct {
 	registryRPS                 float64
 	registryBurst               int
 	logFormat, logLevel         string
+	promotionTargets            []string
+	promotionMinSoak            time.Duration
+	revert, notes               string
+	recordKeyring               string
 }
 
 func (c *passConfig) flags(fs *pflag.FlagSet) {
@@ -77,6 +84,11 @@ func (c *passConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.registryCA, "registry-ca-file", "", "PEM file of extra CAs to trust for registries")
 	fs.Float64Var(&c.registryRPS, "registry-rps", 200, "request budget per registry host, per second (0: unlimited)")
 	fs.IntVar(&c.registryBurst, "registry-burst", 400, "burst of the per-registry budget")
+	fs.StringSliceVar(&c.promotionTargets, "promotion-targets", nil, "branches Promotion documents may promote to (default: none, promotions are refused)")
+	fs.DurationVar(&c.promotionMinSoak, "promotion-min-soak", 0, "the least soak time of every Promotion, whatever its document says")
+	fs.StringVar(&c.revert, "revert", string(promote.RevertBumps), "which head commit recorded degraded with a revert asked for (synchronizer --revert-on-failure) is reverted: bumps (the automator's own), all, or off")
+	fs.StringVar(&c.notes, "record-notes", records.DefaultNotes, "the notes ref deployment records are read from and written to: refs/notes/<name>")
+	fs.StringVar(&c.recordKeyring, "record-keyring", "", "armored OpenPGP public keyring file: only records that a notes commit signed by one of its keys added count for gates and reverts (the synchronizers' --record-signing-key)")
 	fs.StringVar(&c.logFormat, "log-format", "console", "json or console")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -120,14 +132,34 @@ func (c *passConfig) validate() error {
 	if c.registryRPS < 0 {
 		errs = append(errs, errors.New("--registry-rps must not be negative"))
 	}
+	switch promote.Scope(c.revert) {
+	case promote.RevertBumps, promote.RevertAll, promote.RevertOff:
+	default:
+		errs = append(errs, fmt.Errorf("--revert %q: want bumps, all or off", c.revert))
+	}
+	for _, b := range c.promotionTargets {
+		if b == "" || strings.ContainsAny(b, " :~^?*[\\") || strings.HasPrefix(b, "refs/") {
+			errs = append(errs, fmt.Errorf("--promotion-targets %q: want a branch's short name, such as prod", b))
+		}
+		if b == c.branch {
+			errs = append(errs, fmt.Errorf("--promotion-targets %q is the followed branch (--git-branch): promote to another one", b))
+		}
+	}
+	if c.promotionMinSoak < 0 {
+		errs = append(errs, errors.New("--promotion-min-soak must not be negative"))
+	}
+	if !records.ValidName(c.notes) {
+		errs = append(errs, fmt.Errorf("--record-notes %q: want a short name such as %q", c.notes, records.DefaultNotes))
+	}
 	return errors.Join(errs...)
 }
 
 // built is everything a pass needs, made from passConfig.
 type built struct {
-	log  *zap.Logger
-	auto *automate.Automator
-	ecr  *ecr.Tokens
+	log   *zap.Logger
+	auto  *automate.Automator
+	gates *promote.Runner
+	ecr   *ecr.Tokens
 }
 
 func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*built, error) {
@@ -205,6 +237,31 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 	if err != nil {
 		return nil, err
 	}
+	// The gates read and write through a bare mirror of their own, so a
+	// promotion never waits for, or disturbs, the working clone.
+	mirror, err := gitrepo.OpenMirror(strings.TrimRight(c.workdir, "/")+".mirror", c.gitURL, auth)
+	if err != nil {
+		return nil, err
+	}
+	var recordKeyring *gitrepo.Keyring
+	if c.recordKeyring != "" {
+		b, err := os.ReadFile(c.recordKeyring)
+		if err != nil {
+			return nil, fmt.Errorf("--record-keyring: %w", err)
+		}
+		if recordKeyring, err = gitrepo.ParseKeyring(string(b)); err != nil {
+			return nil, fmt.Errorf("--record-keyring %s: %w", c.recordKeyring, err)
+		}
+	}
+	b.gates, err = promote.New(promote.Config{
+		Branch: c.branch, PolicyPath: c.policyPath, Notes: c.notes, Targets: c.promotionTargets, MinSoak: c.promotionMinSoak,
+		Revert: promote.Scope(c.revert), Author: cfg.Author, SignKey: cfg.SignKey, Keyring: cfg.Keyring, VerifyAnchor: cfg.VerifyAnchor,
+		RecordKeyring: recordKeyring,
+	}, mirror, log.Named("gates"))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Skip = b.gates
 	b.auto, err = automate.New(cfg, repo, registry.New(regOpts...), creds, log)
 	if err != nil {
 		return nil, err

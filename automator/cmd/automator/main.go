@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Promotion windows name IANA time zones; the image has no zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +46,7 @@ Every flag can also be set by an environment variable: --git-url is DRIFTLESS_GI
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
-	root.AddCommand(runCommand(), planCommand(), validateCommand())
+	root.AddCommand(runCommand(), planCommand(), validateCommand(), historyCommand())
 	// Environment fallbacks, applied after the command line is parsed so
 	// an explicit flag always wins.
 	root.PersistentPreRunE = envflags.Hook(env)

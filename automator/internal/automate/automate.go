@@ -56,6 +56,14 @@ type Repo interface {
 
 var _ Repo = (*gitrepo.Repo)(nil)
 
+// Skipper names the image references ("repository:tag") a pass must not
+// choose, with why: bumps reverted after a failed rollout. It is asked
+// after the branch is fetched, so a revert already on the branch comes
+// with its reason.
+type Skipper interface {
+	Skipped(ctx context.Context) (map[string]string, error)
+}
+
 // Config is what a pass needs besides its collaborators.
 type Config struct {
 	// PolicyPath is the folder (or file) in the repository that holds
@@ -88,6 +96,8 @@ type Config struct {
 	// after it is verified, on a first start too (otherwise a new clone
 	// checks only the head).
 	VerifyAnchor plumbing.Hash
+	// Skip, when set, names tags never to choose (see Skipper).
+	Skip Skipper
 }
 
 // Automator runs passes.
@@ -196,6 +206,8 @@ type pass struct {
 	// scans holds each policy's registry answer: tags are listed once a
 	// pass, and a redo after a rejected push reuses the lists.
 	scans map[string]*scanned
+	// skipped are the image references not to choose, and why.
+	skipped map[string]string
 }
 
 // Run does one pass and pushes its commit, redoing the attempt on the new
@@ -293,6 +305,16 @@ func (a *Automator) build(ctx context.Context, p *pass, res *Result) (plumbing.H
 	if len(policies) == 0 {
 		return plumbing.ZeroHash, nil
 	}
+	if a.cfg.Skip != nil {
+		skipped, err := a.cfg.Skip.Skipped(ctx)
+		if err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("read the reverted bumps: %w", err)
+		}
+		if !maps.Equal(skipped, p.skipped) {
+			clear(p.scans) // choices made without these skips are chosen again
+		}
+		p.skipped = skipped
+	}
 	current, err := a.currentTags(tree, policies)
 	if err != nil {
 		return plumbing.ZeroHash, err
@@ -305,8 +327,8 @@ func (a *Automator) build(ctx context.Context, p *pass, res *Result) (plumbing.H
 			todo = append(todo, pol)
 		}
 	}
-	maps.Copy(p.scans, a.scan(ctx, todo, current, p.explain))
-	if err := a.decide(ctx, tree, res, policies, p.scans, current); err != nil {
+	maps.Copy(p.scans, a.scan(ctx, todo, current, p.explain, p.skipped))
+	if err := a.decide(ctx, tree, res, policies, p.scans, current, p.skipped); err != nil {
 		return plumbing.ZeroHash, err
 	}
 	if len(res.Changes) == 0 {
@@ -415,7 +437,7 @@ func (a *Automator) list(ctx context.Context, p *policy.ImagePolicy, auth authn.
 
 // scan lists the tags of every policy, a bounded number at a time, and
 // chooses against current.
-func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, current map[string]string, explain bool) map[string]*scanned {
+func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, current map[string]string, explain bool, skipped map[string]string) map[string]*scanned {
 	choose := policy.Choose
 	if explain {
 		choose = policy.Select
@@ -435,7 +457,7 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 			}
 			if s.err == nil {
 				s.current = current[p.Key()]
-				s.choice = choose(p, s.current, s.tags, policy.WithPushTimes(s.pushed))
+				s.choice = choose(p, s.current, s.tags, policy.WithPushTimes(s.pushed), policy.WithSkipped(skipsOf(p, skipped)))
 				s.listed = len(s.tags)
 				if !explain {
 					// Keep a pass's memory to the lists in flight: a redo
@@ -454,7 +476,7 @@ func (a *Automator) scan(ctx context.Context, policies []*policy.ImagePolicy, cu
 
 // decide chooses per policy against the tags the markers hold (current),
 // and plans the edits and the message.
-func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string) error {
+func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result, policies []*policy.ImagePolicy, scans map[string]*scanned, current map[string]string, skipped map[string]string) error {
 	res.Policies = res.Policies[:0]
 	images := map[string]update.Image{}
 	for _, p := range policies {
@@ -464,7 +486,7 @@ func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result
 			if s.tags == nil {
 				s.tags, s.pushed, s.err = a.list(ctx, p, s.auth)
 			}
-			s.current, s.choice = current[p.Key()], policy.Select(p, current[p.Key()], s.tags, policy.WithPushTimes(s.pushed))
+			s.current, s.choice = current[p.Key()], policy.Select(p, current[p.Key()], s.tags, policy.WithPushTimes(s.pushed), policy.WithSkipped(skipsOf(p, skipped)))
 		}
 		pr := PolicyResult{Policy: p, Err: s.err, Tags: s.listed}
 		if s.err == nil {
@@ -498,6 +520,21 @@ func (a *Automator) decide(ctx context.Context, tree *checkout.Tree, res *Result
 		}
 	}
 	return nil
+}
+
+// skipsOf is the tags of p's image among skipped, with why.
+func skipsOf(p *policy.ImagePolicy, skipped map[string]string) map[string]string {
+	var out map[string]string
+	prefix := p.Spec.Image + ":"
+	for ref, why := range skipped {
+		if tag, ok := strings.CutPrefix(ref, prefix); ok && !strings.Contains(tag, "/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[tag] = why
+		}
+	}
+	return out
 }
 
 // currentTags reads the tag each policy's markers hold now: the floor

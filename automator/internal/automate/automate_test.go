@@ -29,8 +29,10 @@ import (
 	"driftless.dev/automator/internal/ecr"
 	"driftless.dev/automator/internal/ecr/ecrtest"
 	"driftless.dev/automator/internal/policy"
+	"driftless.dev/automator/internal/promote"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/records"
 	"driftless.dev/shared/testenv"
 )
 
@@ -944,6 +946,62 @@ func TestPermanentFailureWaitsForTheBranchToMove(t *testing.T) {
 	}
 	if res, err := a.Run(ctx, nil); err != nil || res.Stuck || res.Commit == "" {
 		t.Fatalf("after the fix: %v %+v", err, res)
+	}
+}
+
+// TestRevertedTagIsNotChosenAgain: once the automator reverted a bump
+// whose rollout failed (a reverted record in the notes), the pass passes
+// over that tag, says why in the plan, and takes the next good one.
+func TestRevertedTagIsNotChosenAgain(t *testing.T) {
+	f := newFixture(t, testenv.RegistryOptions{}, "", nil)
+	ctx := t.Context()
+	seed := f.head(t)
+	notes, err := gitrepo.OpenMirror("", f.url, gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := records.Record{Time: time.Now(), Event: records.Reverted, Commit: seed, Images: []string{f.host + "/team/web:1.1.0"}, By: "Driftless Automator"}
+	if _, err := notes.Notes(records.DefaultNotes).Append(ctx, map[plumbing.Hash][]string{plumbing.NewHash(seed): {rec.Format()}}, gitrepo.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mirror, _ := gitrepo.OpenMirror("", f.url, gitrepo.Auth{})
+	runner, err := promote.New(promote.Config{Branch: "main"}, mirror, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gitrepo.Open(ctx, filepath.Join(t.TempDir(), "clone"), f.url, "main", gitrepo.Auth{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(registry.WithTransport(f.reg.Transport), registry.WithInsecure(f.host))
+	a, err := automate.New(automate.Config{PolicyPath: "policies", Skip: runner}, repo, reg, &registry.Credentials{}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := a.Plan(ctx, nil)
+	if err != nil || plan.Diff != "" {
+		t.Fatalf("plan: %v %+v", err, plan)
+	}
+	ch := plan.Policies[0].Choice
+	var why string
+	for _, r := range ch.Rejected {
+		if r.Tag == "1.1.0" {
+			why = r.Reason
+		}
+	}
+	if ch.Tag != "1.0.0" || !strings.HasPrefix(why, "reverted after a failed rollout (bump "+seed[:10]) {
+		t.Fatalf("choice %+v; 1.1.0 passed over because %q", ch, why)
+	}
+	if res, err := a.Run(ctx, nil); err != nil || res.Commit != "" || f.head(t) != seed {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	// A new tag is chosen as usual.
+	if _, err := f.reg.PushImages(ctx, "team/web", "1.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Run(ctx, nil)
+	if err != nil || res.Commit == "" || !strings.Contains(res.Message, "team/web:1.1.1") {
+		t.Fatalf("run after 1.1.1: %v %+v", err, res)
 	}
 }
 

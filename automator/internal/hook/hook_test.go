@@ -1,6 +1,7 @@
 package hook_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -11,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"driftless.dev/automator/internal/hook"
+	"driftless.dev/shared/webhook"
 )
 
 type target struct {
@@ -209,5 +212,44 @@ func TestConcurrentReadsAreCapped(t *testing.T) {
 	wg.Wait()
 	if s := status(); s != http.StatusOK {
 		t.Fatalf("after the slow senders ended: %d, want 200", s)
+	}
+}
+
+func TestGitPushTriggersTheGates(t *testing.T) {
+	secret := []byte("s3cret")
+	body := []byte(`{"ref":"refs/notes/driftless"}`)
+	cases := []struct {
+		name    string
+		secret  []byte
+		headers map[string]string
+		leading bool
+		code    int
+	}{
+		{"github signature", secret, map[string]string{"X-Hub-Signature-256": webhook.Sign(secret, body)}, true, http.StatusAccepted},
+		{"gitea signature", secret, map[string]string{"X-Gitea-Signature": strings.TrimPrefix(webhook.Sign(secret, body), "sha256=")}, true, http.StatusAccepted},
+		{"gitlab token", secret, map[string]string{"X-Gitlab-Token": "s3cret"}, true, http.StatusAccepted},
+		{"wrong signature", secret, map[string]string{"X-Hub-Signature-256": webhook.Sign([]byte("other"), body)}, true, http.StatusUnauthorized},
+		{"wrong gitlab token", secret, map[string]string{"X-Gitlab-Token": "s3cre"}, true, http.StatusUnauthorized},
+		{"unsigned", secret, nil, true, http.StatusUnauthorized},
+		{"no secret configured", nil, nil, true, http.StatusAccepted},
+		{"standby", secret, map[string]string{"X-Hub-Signature-256": webhook.Sign(secret, body)}, false, http.StatusServiceUnavailable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			triggered := 0
+			h := &hook.GitHandler{Secret: c.secret, Trigger: func() { triggered++ }, Leading: func() bool { return c.leading }, Log: zap.NewNop()}
+			req := httptest.NewRequest(http.MethodPost, "/hooks/git", bytes.NewReader(body))
+			for k, v := range c.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.code || (triggered == 1) != (c.code == http.StatusAccepted) {
+				t.Fatalf("status %d (want %d), triggered %d", rec.Code, c.code, triggered)
+			}
+			if strings.Contains(rec.Body.String(), "s3cre") {
+				t.Fatal("the answer echoes the secret")
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"driftless.dev/automator/internal/automate"
+	"driftless.dev/automator/internal/promote"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/shared/gitrepo"
 )
@@ -25,6 +26,12 @@ type Metrics struct {
 	// UntrustedHead is 1 while the head of the branch fails verification
 	// against --verify-keyring (the automator builds nothing on it).
 	UntrustedHead prometheus.Gauge
+	// Gates: promotion gates and the revert rule (promote.Runner).
+	GatePasses   *prometheus.CounterVec
+	GateWaiting  *prometheus.GaugeVec
+	Promotions   *prometheus.CounterVec
+	GateRefusals *prometheus.CounterVec
+	Reverts      *prometheus.CounterVec
 }
 
 // New registers the metrics with reg.
@@ -46,9 +53,66 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Duration of automation passes.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
 		UntrustedHead: prometheus.NewGauge(prometheus.GaugeOpts{Name: "driftless_automator_untrusted_head",
 			Help: "1 while the head of the branch fails verification against --verify-keyring: nothing is built on it."}),
+		GatePasses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_gate_passes_total",
+			Help: "Evaluations of the promotion gates and the revert rule, by result (ok, failed)."}, []string{"result"}),
+		GateWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "driftless_automator_gate_waiting",
+			Help: "1 while a promotion waits: for records, its soak time, its window, or a review."}, []string{"promotion"}),
+		Promotions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_gate_promoted_total",
+			Help: "Commits promoted, by promotion and mode (merge: merged into the target; pull-request: pushed for review)."}, []string{"promotion", "mode"}),
+		GateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_gate_refused_total",
+			Help: "Commits a gate refused, once per commit and reason (degraded, untrusted, conflict, target, branch)."}, []string{"promotion", "reason"}),
+		Reverts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_automator_reverts_total",
+			Help: "Reverts of a head recorded degraded, by result (reverted, declined: outside --revert's scope, failed)."}, []string{"result"}),
 	}
-	reg.MustRegister(m.Passes, m.Scans, m.TagsSeen, m.Updates, m.PushRetries, m.Errors, m.PassSeconds, m.UntrustedHead)
+	reg.MustRegister(m.Passes, m.Scans, m.TagsSeen, m.Updates, m.PushRetries, m.Errors, m.PassSeconds, m.UntrustedHead,
+		m.GatePasses, m.GateWaiting, m.Promotions, m.GateRefusals, m.Reverts)
 	return m
+}
+
+// ObserveGates records one evaluation of the gates and the revert rule.
+func (m *Metrics) ObserveGates(res promote.Result, err error) {
+	if err != nil {
+		m.GatePasses.WithLabelValues("failed").Inc()
+		m.Errors.WithLabelValues(Reason(err)).Inc()
+		return
+	}
+	m.GatePasses.WithLabelValues("ok").Inc()
+	if res.DocErrs != nil {
+		m.Errors.WithLabelValues("promotion").Inc()
+	}
+	m.GateWaiting.Reset()
+	for _, g := range res.Gates {
+		m.GateWaiting.WithLabelValues(g.Name).Set(b2f(g.State == promote.Waiting || g.State == promote.InReview))
+		switch g.State {
+		case promote.Promoted:
+			m.Promotions.WithLabelValues(g.Name, promote.ModeMerge).Inc()
+		case promote.Proposed:
+			m.Promotions.WithLabelValues(g.Name, promote.ModePullRequest).Inc()
+		case promote.Refused:
+			if g.Changed {
+				m.GateRefusals.WithLabelValues(g.Name, g.RefusedFor).Inc()
+			}
+		case promote.Failed:
+			m.Errors.WithLabelValues(Reason(g.Err)).Inc()
+		}
+	}
+	if rv := res.Revert; rv != nil {
+		switch {
+		case rv.Revert != "":
+			m.Reverts.WithLabelValues("reverted").Inc()
+		case rv.Err != nil:
+			m.Reverts.WithLabelValues("failed").Inc()
+		case rv.Changed:
+			m.Reverts.WithLabelValues("declined").Inc()
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Observe records one pass.
@@ -116,6 +180,8 @@ func Reason(err error) string {
 		return "untrusted_head"
 	case errors.Is(err, automate.ErrPermanent):
 		return "manifests"
+	case errors.Is(err, gitrepo.ErrConflict):
+		return "conflict"
 	}
 	return "other"
 }

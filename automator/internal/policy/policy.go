@@ -455,3 +455,11 @@ func lineOf(root *yaml.Node, path string) int {
 	}
 	return line
 }
+
+// StrictDecode decodes n into v refusing unknown fields, with readable
+// messages: for documents that live beside policies (Promotion).
+func StrictDecode(n *yaml.Node, v any) error { return strictDecode(n, v) }
+
+// LineOf is the line of the field at path ("spec.window.start") in the
+// document root, or of its deepest parent present.
+func LineOf(root *yaml.Node, path string) int { return lineOf(root, path) }

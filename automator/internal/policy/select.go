@@ -64,13 +64,21 @@ func Choose(p *ImagePolicy, current string, tags []string, opts ...Option) Choic
 type Option func(*selection)
 
 type selection struct {
-	pushed map[string]time.Time
+	pushed  map[string]time.Time
+	skipped map[string]string
 }
 
 // WithPushTimes gives the push time of each tag, for newestPushed. A tag
 // without one is passed over.
 func WithPushTimes(m map[string]time.Time) Option {
 	return func(s *selection) { s.pushed = m }
+}
+
+// WithSkipped passes over the tags of m (tag -> why): tags whose bump was
+// reverted after a failed rollout. The tag Git holds stays the floor even
+// when skipped: skipping never moves a cluster back.
+func WithSkipped(m map[string]string) Option {
+	return func(s *selection) { s.skipped = m }
 }
 
 func choose(p *ImagePolicy, current string, tags []string, explain bool, opts []Option) Choice {
@@ -83,6 +91,9 @@ func choose(p *ImagePolicy, current string, tags []string, explain bool, opts []
 	var allowed []string
 	for _, tag := range tags {
 		c, why := p.admit(tag, &sel)
+		if skip, ok := sel.skipped[tag]; ok && why == "" {
+			c, why = nil, skip
+		}
 		if why != "" {
 			if explain {
 				ch.Rejected = append(ch.Rejected, Rejection{tag, why})

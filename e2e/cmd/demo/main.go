@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -69,6 +70,7 @@ func root() *cobra.Command {
 	up.Flags().StringVar(&opts.Synchronizer, "synchronizer", "bin/synchronizer", "the synchronizer binary")
 	up.Flags().StringVar(&opts.Manifests, "manifests", "manifests", "the manifests/ folder")
 	up.Flags().BoolVar(&polling, "polling", false, "no webhooks: both programs poll every 5s")
+	up.Flags().DurationVar(&opts.Soak, "soak", 3*time.Second, "the promotion gate's soak time in dev (shortened for the demo); 0 merges dev into prod by hand instead")
 	up.Flags().BoolVar(&opts.InCluster, "in-cluster", false, "run the programs as the manifests' Deployments on a real node in each cluster, from images built from this tree")
 
 	var timeout time.Duration
@@ -102,9 +104,22 @@ func up(ctx context.Context, opts fleet.Options) error {
 		}
 		*p = abs
 	}
+	// The Git server's CGI writes to this process's stderr; with records
+	// on it says "cannot lock ref" whenever two clusters push notes at
+	// once (the loser is refused, as it must be, and redoes its write).
+	// That goes to a log of its own, not into the narration.
+	if gitLog, err := os.Create(filepath.Join(opts.Dir, "git-http-backend.log")); err == nil {
+		defer gitLog.Close()
+		os.Stderr = gitLog
+	}
 	heading("Start the environment, seed the repository, install manifests/, run the programs")
 	if opts.InCluster && !opts.Webhooks {
 		return errors.New("--in-cluster runs with webhooks: drop --polling")
+	}
+	if opts.InCluster {
+		// The releases run the programs without records or gates: the
+		// promotion stays a merge by hand.
+		opts.Soak = 0
 	}
 	f, err := fleet.Start(ctx, opts)
 	if f != nil {
@@ -130,13 +145,19 @@ func up(ctx context.Context, opts fleet.Options) error {
 		fmt.Printf("%-4s  %d/%d replicas on %s   (%s)\n", c, r.Ready, r.Replicas, r.Image, f.Status("sync-"+c).Status.Message)
 	}
 
-	heading("A new image tag: registry → automator → Git → dev; then a merge promotes it to prod")
+	heading("A new image tag: registry → automator → Git → dev; dev records it healthy; the gate promotes it to prod")
 	t, err := f.Walk(ctx, "1.1.0", 2*time.Minute)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\ntag pushed → commit %.2fs → applied in dev %.2fs → rolled out in dev %.2fs; merged → prod rolled out %.2fs\n",
 		t.Commit.Seconds(), t.DevApplied.Seconds(), t.DevRolledOut.Seconds(), t.ProdRolledOut.Seconds())
+	if opts.Soak > 0 {
+		heading("The record, from Git alone: git log --notes=driftless, automator history")
+		if err := showRecords(ctx, f, opts, t); err != nil {
+			return err
+		}
+	}
 
 	heading("Drift: someone scales web in dev by hand; the synchronizer puts it back")
 	if out, err := f.Kubectl(ctx, "dev", "-n", fleet.AppNamespace, "scale", "deployment/web", "--replicas=5"); err != nil {
@@ -151,6 +172,27 @@ func up(ctx context.Context, opts fleet.Options) error {
 	fmt.Printf("\nThe demo took %s.\n\n%s\n%s\n", time.Since(t0).Round(100*time.Millisecond), f.Explore(opts.Dir), readyMarker)
 	<-ctx.Done()
 	fmt.Println("stopping")
+	return nil
+}
+
+// showRecords prints the notes on prod's history and what `automator
+// history` reads from the repository, once prod recorded the merge.
+func showRecords(ctx context.Context, f *fleet.Fleet, opts fleet.Options, t fleet.Timings) error {
+	if err := fleet.Until(ctx, time.Minute, "prod's healthy record", func() bool {
+		out, _ := f.Git.Git(ctx, fleet.Repo, "notes", "--ref=driftless", "show", t.MergeCommit)
+		return strings.Contains(out, "event=healthy cluster=prod")
+	}); err != nil {
+		return err
+	}
+	log, _ := f.Git.Git(ctx, fleet.Repo, "log", "-3", "--notes=driftless", "--format=%h %s%n%N", "prod")
+	fmt.Printf("$ git log --notes=driftless --format='%%h %%s%%n%%N' origin/prod\n%s\n", strings.TrimSpace(log))
+	cmd := exec.CommandContext(ctx, opts.Automator, "history", "--git-url", f.Git.RepoURL(fleet.Repo), "--git-branch", "dev",
+		"--policy-path", "policies", "--git-username", "driftless", "--git-password-file", filepath.Join(opts.Dir, "git-token"), "--image", fleet.Image)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("automator history: %v\n%s", err, out)
+	}
+	fmt.Printf("\n$ automator history --git-url %s --git-branch dev --policy-path policies --image %s\n%s", f.Git.RepoURL(fleet.Repo), fleet.Image, out)
 	return nil
 }
 

@@ -32,6 +32,7 @@ import (
 	"driftless.dev/synchronizer/internal/inventory"
 	"driftless.dev/synchronizer/internal/metrics"
 	"driftless.dev/synchronizer/internal/reconcile"
+	"driftless.dev/synchronizer/internal/recorder"
 	"driftless.dev/synchronizer/internal/source"
 )
 
@@ -42,6 +43,7 @@ func runCommand() *cobra.Command {
 	var opts apply.Options
 	var listen, secretFile, identity, logFormat, logLevel string
 	var elect, once, ui bool
+	var rf recordFlags
 	var buildTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -53,6 +55,9 @@ func runCommand() *cobra.Command {
 				return err
 			}
 			rc.Path = src.path
+			if err := rf.validate(); err != nil {
+				return err
+			}
 			if rc.Interval < time.Second {
 				return fmt.Errorf("--interval %s: at least 1s", rc.Interval)
 			}
@@ -117,6 +122,20 @@ func runCommand() *cobra.Command {
 			buildFunc := func(ctx context.Context, root, path string) ([]*unstructured.Unstructured, error) {
 				return build.Build(ctx, root, path, build.WithTimeout(buildTimeout))
 			}
+			recs, err := rf.recorder(scfg, m, log.Named("records"))
+			if err != nil {
+				return err
+			}
+			var recsDone sync.WaitGroup
+			if recs != nil {
+				rc.Observer = recs
+				rctx, stop := context.WithCancel(ctx)
+				recsDone.Go(func() { recs.Run(rctx) })
+				// On the way out the recorder writes what is queued
+				// (briefly), then the process ends.
+				defer recsDone.Wait()
+				defer stop()
+			}
 			rec := reconcile.New(rc, s, buildFunc, eng, store, events, m, log.Named("reconcile"))
 			if once {
 				res := rec.Pass(ctx)
@@ -150,7 +169,7 @@ func runCommand() *cobra.Command {
 				ref = "refs/tags/" + scfg.Tag
 			}
 			mux.Handle("POST /hooks/git", &hook.Handler{Secret: secret, Ref: ref, Trigger: rec.Trigger, Leading: leading, Log: log.Named("hook")})
-			mux.Handle("GET /status", statusHandler(webauth.New(dyn), parent, rec, eng, leading))
+			mux.Handle("GET /status", statusHandler(webauth.New(dyn), parent, rec, eng, recs, leading))
 			if err := mountUI(ui, mux, dyn, parent, rec, eng, store, scfg.URL, rc, leading, log.Named("web")); err != nil {
 				return err
 			}
@@ -191,6 +210,7 @@ func runCommand() *cobra.Command {
 	fs.StringVar(&identity, "identity", "", "this replica's name in the Lease (default: the host name, the Pod's name)")
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed)")
 	fs.BoolVar(&ui, "ui", true, "serve the web UI (/ui/) and its API (/api/v1/), authorized by the cluster's RBAC (see docs/ui.md)")
+	rf.flags(fs)
 	fs.StringVar(&logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -251,14 +271,23 @@ func leaseName(p inventory.Parent) string { return "driftless-synchronizer-" + p
 // revisions and counts, what /metrics shows too), and the whole status
 // (messages, unhealthy objects) to a user the cluster's RBAC lets get the
 // status ConfigMap, as kubectl would read it.
-func statusHandler(auth *webauth.Authorizer, parent inventory.Parent, rec *reconcile.Reconciler, eng *apply.Engine, leading func() bool) http.Handler {
+func statusHandler(auth *webauth.Authorizer, parent inventory.Parent, rec *reconcile.Reconciler, eng *apply.Engine, recs *recorder.Recorder, leading func() bool) http.Handler {
 	view := webauth.Attributes{Verb: "get", Resource: "configmaps", Namespace: parent.Namespace, Name: parent.Name}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := rec.Status()
 		out := map[string]any{"leader": leading(), "passes": rec.Passes()}
 		token := webauth.Token(r)
+		var rs *recorder.Status
+		if recs != nil {
+			s := recs.Status()
+			rs = &s
+			out["records"] = rs
+		}
 		if token == "" {
 			st.Message = ""
+			if rs != nil {
+				rs.LastError = ""
+			}
 			out["status"] = st
 			out["detail"] = "send a bearer token allowed to get configmap " + parent.Namespace + "/" + parent.Name + " for messages and unhealthy objects"
 		} else {

@@ -84,6 +84,30 @@ func TestBuildOrderAndEmptyRender(t *testing.T) {
 	}
 }
 
+// Record flags that cannot work are start-up errors naming the flag,
+// before anything is fetched or applied.
+func TestRecordFlagsAreChecked(t *testing.T) {
+	notAKey := filepath.Join(t.TempDir(), "key.asc")
+	os.WriteFile(notAKey, []byte("not a key"), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--record"}, "--record needs --cluster-name"},
+		{[]string{"--record", "--cluster-name", "Prod EU"}, `--cluster-name "Prod EU": want lower-case letters`},
+		{[]string{"--revert-on-failure", "--cluster-name", "dev"}, "--revert-on-failure needs --record"},
+		{[]string{"--record", "--cluster-name", "dev", "--record-notes", "a/b"}, `--record-notes "a/b"`},
+		{[]string{"--record-signing-key", "key.asc"}, "--record-signing-key needs --record"},
+		{[]string{"--record", "--cluster-name", "dev", "--record-signing-key", notAKey}, "--record-signing-key " + notAKey + ": not an armored OpenPGP key"},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"run", "--repo-url", "http://127.0.0.1:1/x.git", "--once"}, c.args...)
+		if err := run(t.Context(), args, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want %q", c.args, err, c.want)
+		}
+	}
+}
+
 // An empty or blank webhook secret file would turn authentication off
 // without a word: the synchronizer refuses to start, naming the flag.
 func TestEmptyWebhookSecretRefusesToStart(t *testing.T) {

@@ -15,6 +15,14 @@ type Metrics struct {
 	Ready            prometheus.Gauge
 	Suspended        prometheus.Gauge
 	LastApplied      prometheus.Gauge
+	// Records counts deployment records by result: written (in Git),
+	// failed (a write attempt failed; the record stays queued and is
+	// retried), dropped (lost to a full queue).
+	Records        *prometheus.CounterVec
+	RecordsPending prometheus.Gauge
+	// RecordLatency is the time from a transition (applied, healthy,
+	// degraded) to its record in Git.
+	RecordLatency prometheus.Histogram
 }
 
 // New registers the metrics with reg.
@@ -36,7 +44,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "1 while suspended."}),
 		LastApplied: prometheus.NewGauge(prometheus.GaugeOpts{Name: "driftless_synchronizer_last_applied_timestamp_seconds",
 			Help: "When a revision was last applied in full."}),
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "driftless_synchronizer_records_total",
+			Help: "Deployment records (Git notes, --record), by result: written, failed (a write attempt failed; retried), dropped (queue full)."}, []string{"result"}),
+		RecordsPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "driftless_synchronizer_records_pending",
+			Help: "Deployment records waiting to be written to Git."}),
+		RecordLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "driftless_synchronizer_record_latency_seconds",
+			Help: "Time from an applied, healthy or degraded transition to its record in Git.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12)}),
 	}
-	reg.MustRegister(m.ReconcileSeconds, m.Objects, m.DriftCorrections, m.Errors, m.Managed, m.Ready, m.Suspended, m.LastApplied)
+	reg.MustRegister(m.ReconcileSeconds, m.Objects, m.DriftCorrections, m.Errors, m.Managed, m.Ready, m.Suspended, m.LastApplied,
+		m.Records, m.RecordsPending, m.RecordLatency)
 	return m
 }

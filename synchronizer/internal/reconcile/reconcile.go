@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"driftless.dev/shared/records"
 	"driftless.dev/synchronizer/internal/apply"
 	"driftless.dev/synchronizer/internal/inventory"
 	"driftless.dev/synchronizer/internal/metrics"
@@ -58,6 +59,32 @@ type Config struct {
 	HealthTimeout time.Duration
 	// PassTimeout bounds one pass. Default 10m.
 	PassTimeout time.Duration
+	// Observer, when set, is told when a revision is applied, becomes
+	// healthy and becomes degraded: the deployment record.
+	Observer Observer
+}
+
+// Observer is told of the transitions a deployment record keeps. It is
+// called on the loop's goroutine and must return at once: the recorder
+// queues, and writes off the loop.
+type Observer interface {
+	Observe(Transition)
+}
+
+// Transition is a change of what runs in the cluster.
+type Transition struct {
+	// Event is records.Applied, records.Healthy or records.Degraded.
+	Event records.Event
+	// Revision is the applied revision as status shows it: ref@sha1:commit.
+	Revision string
+	// Time is when the loop saw it.
+	Time time.Time
+	// Objects are the set applied (Applied only), as applied (labelled
+	// and placed). A render is not written again once planned: an
+	// observer may read them from another goroutine.
+	Objects []*unstructured.Unstructured
+	// Message says what is not healthy (Degraded).
+	Message string
 }
 
 // Reconciler is one synchronizer's loop.
@@ -80,6 +107,7 @@ type Reconciler struct {
 	appliedAt  time.Time
 	written    inventory.State // what the parent holds
 	loaded     bool
+	told       told // what the observer was last told
 
 	mu        sync.Mutex
 	status    inventory.Status
@@ -88,6 +116,12 @@ type Reconciler struct {
 	history   []PassRecord
 	desired   Desired
 	members   []apply.Member
+}
+
+// told is the revision the observer was last told of, and its health.
+type told struct {
+	revision string
+	health   records.Event
 }
 
 // historyLen is how many passes History keeps.
@@ -489,6 +523,38 @@ func (r *Reconciler) record(ctx context.Context, res Result) {
 			}
 			r.health(s)
 		})
+		r.tell(r.Status())
+	}
+}
+
+// tell gives the observer the transitions between what it was last told
+// and s: a revision applied (once per revision and process: a restart
+// tells it again and the recorder knows it from Git), then healthy or
+// degraded as the phase moves between Ready and Stalled on health.
+func (r *Reconciler) tell(s inventory.Status) {
+	o := r.cfg.Observer
+	if o == nil || s.LastAppliedRevision == "" || s.Revision != s.LastAppliedRevision {
+		return
+	}
+	now := time.Now()
+	if s.LastAppliedRevision != r.told.revision {
+		r.told = told{revision: s.LastAppliedRevision}
+		o.Observe(Transition{Event: records.Applied, Revision: r.told.revision, Time: now, Objects: r.objs})
+	}
+	var health records.Event
+	switch {
+	case s.Phase == inventory.Ready:
+		health = records.Healthy
+	case s.Phase == inventory.Stalled && s.Reason == inventory.ReasonHealthCheckFailed:
+		health = records.Degraded
+	}
+	if health != "" && health != r.told.health {
+		r.told.health = health
+		t := Transition{Event: health, Revision: r.told.revision, Time: now}
+		if health == records.Degraded {
+			t.Message = s.Message
+		}
+		o.Observe(t)
 	}
 }
 
@@ -535,7 +601,9 @@ func (r *Reconciler) refreshHealth(ctx context.Context) {
 	}
 	before := s.Phase
 	r.setStatus(ctx, r.health)
-	if after := r.Status(); after.Phase != before {
+	after := r.Status()
+	r.tell(after)
+	if after.Phase != before {
 		r.events.Event(after.Phase == inventory.Stalled, string(after.Phase), after.Message)
 		if after.Phase == inventory.Stalled {
 			r.metrics.Errors.WithLabelValues(string(after.Reason)).Inc()

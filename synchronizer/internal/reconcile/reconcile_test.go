@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -573,6 +574,83 @@ func TestStuckBuildIsBounded(t *testing.T) {
 	}
 	if err := rec.Live(); !strings.Contains(err.Error(), "more than its timeout of 300ms") {
 		t.Fatalf("liveness error: %v", err)
+	}
+}
+
+// observed keeps the transitions the loop tells an Observer of.
+type observed struct {
+	mu sync.Mutex
+	ts []reconcile.Transition
+}
+
+func (o *observed) Observe(t reconcile.Transition) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ts = append(o.ts, t)
+}
+
+// story is the transitions as "event short-commit", one per element.
+func (o *observed) story() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for _, t := range o.ts {
+		_, c, _ := strings.Cut(t.Revision, "@sha1:")
+		out = append(out, string(t.Event)+" "+c[:7])
+	}
+	return out
+}
+
+// TestTransitionsAreObserved: the deployment record is told, in order,
+// that a commit was applied and became healthy; that the next one was
+// applied and degraded (its Deployment can never roll out: its Pods fit
+// no node, so the progress deadline passes and kstatus says Failed), with
+// what is not healthy; and that a fix was applied and healthy. A pass
+// that changes nothing tells nothing, and a new process tells applied
+// again once (the recorder finds it in Git).
+func TestTransitionsAreObserved(t *testing.T) {
+	obs := &observed{}
+	files := maps.Clone(base)
+	files["app/web.yaml"] = strings.Replace(base["app/web.yaml"], "  replicas: 2\n", "  replicas: 2\n  progressDeadlineSeconds: 2\n", 1)
+	f := newFixture(t, files, reconcile.Config{Observer: obs, HealthTimeout: time.Minute})
+	seed, _ := f.srv.Head(t.Context(), "app", "main")
+	f.run()
+	f.until("applied and healthy", func() bool { return len(obs.story()) == 2 })
+	// Nothing new: no transition.
+	passes := f.rec.Passes()
+	f.rec.Trigger()
+	f.until("a pass", func() bool { return f.rec.Passes() > passes })
+
+	unschedulable := strings.Replace(files["app/web.yaml"], `spec: {containers:`, `spec: {nodeSelector: {disk: none}, containers:`, 1)
+	bad := f.commit(map[string]string{"app/web.yaml": unschedulable})
+	f.rec.Trigger()
+	f.until("applied and degraded", func() bool { return len(obs.story()) == 4 })
+	fix := f.commit(map[string]string{"app/web.yaml": files["app/web.yaml"], "app/a.yaml": cm("NS", "a", "2")})
+	f.rec.Trigger()
+	f.until("the fix applied and healthy", func() bool { return len(obs.story()) == 6 })
+
+	want := []string{"applied " + seed[:7], "healthy " + seed[:7], "applied " + bad[:7], "degraded " + bad[:7], "applied " + fix[:7], "healthy " + fix[:7]}
+	if got := obs.story(); strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("transitions %v, want %v", got, want)
+	}
+	obs.mu.Lock()
+	applied, degraded := obs.ts[0], obs.ts[3]
+	obs.mu.Unlock()
+	if len(applied.Objects) != 3 || applied.Revision != "main@sha1:"+seed || applied.Time.IsZero() {
+		t.Fatalf("applied: %d objects, %s at %s", len(applied.Objects), applied.Revision, applied.Time)
+	}
+	if !strings.Contains(degraded.Message, "Deployment.apps "+f.ns+"/web Failed (Progress deadline exceeded)") {
+		t.Fatalf("degraded message: %q", degraded.Message)
+	}
+
+	// A restarted process: applied (and healthy) once more, nothing else.
+	again := &observed{}
+	f.rec = f.newReconciler(f.src, reconcile.Config{Path: "app", Interval: time.Hour, Observer: again})
+	if res := f.rec.Pass(t.Context()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := again.story(); len(got) == 0 || got[0] != "applied "+fix[:7] || len(got) > 2 {
+		t.Fatalf("after a restart: %v", got)
 	}
 }
 
