@@ -4,6 +4,7 @@ package logging
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
@@ -33,6 +34,11 @@ func New(format, level string) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build logger: %w", err)
 	}
-	klog.SetLogger(zapr.NewLogger(log.Named("klog")))
+	// klog is process-wide: the first logger a process builds gets it,
+	// before any client runs (a later write would race with clients
+	// logging, as a test that runs the program twice in one process does).
+	klogOnce.Do(func() { klog.SetLogger(zapr.NewLogger(log.Named("klog"))) })
 	return log, nil
 }
+
+var klogOnce sync.Once

@@ -45,11 +45,21 @@ func runCommand() *cobra.Command {
 	var elect, once, ui bool
 	var rf recordFlags
 	var buildTimeout time.Duration
+	var tenantsFile string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if tenantsFile != "" {
+				if src.url != "" || cl.tenant != "" || once || rf.record {
+					return errors.New("--tenants runs the tenants its file lists: --repo-url, --namespace, --once and --record belong to a single synchronizer")
+				}
+				if rc.Interval < time.Second {
+					return fmt.Errorf("--interval %s: at least 1s", rc.Interval)
+				}
+				return runTenants(ctx, tenantsFile, cl, rc, opts, buildTimeout, listen, identity, src.checkoutDir, logFormat, logLevel, elect)
+			}
 			scfg, err := src.config()
 			if err != nil {
 				return err
@@ -211,6 +221,7 @@ func runCommand() *cobra.Command {
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed)")
 	fs.BoolVar(&ui, "ui", true, "serve the web UI (/ui/) and its API (/api/v1/), authorized by the cluster's RBAC (see docs/ui.md)")
 	rf.flags(fs)
+	fs.StringVar(&tenantsFile, "tenants", "", "serve the tenants this YAML file lists from one process, each confined to its namespace and applying as its ServiceAccount (see docs/synchronizer.md, Many tenants in one process)")
 	fs.StringVar(&logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

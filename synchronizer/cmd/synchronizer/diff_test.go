@@ -11,12 +11,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"driftless.dev/shared/logging"
 	"driftless.dev/shared/testenv"
 )
 
 var cluster *testenv.Cluster
 
-func TestMain(m *testing.M) { os.Exit(testenv.MainCluster(m, &cluster)) }
+func TestMain(m *testing.M) {
+	// The program routes klog into its logger once per process; do it
+	// before any client runs, as main does.
+	if _, err := logging.New("json", "error"); err != nil {
+		panic(err)
+	}
+	os.Exit(testenv.MainCluster(m, &cluster))
+}
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
 	t.Helper()

@@ -53,6 +53,10 @@ type Options struct {
 	// Reserved objects are refused: the synchronizer's own status
 	// ConfigMap and Lease, so no commit can steer the synchronizer.
 	Reserved []Key
+	// Mapper maps kinds to resources; engines of one process (tenants)
+	// share one, so discovery is asked and held once. Default: a mapper of
+	// the engine's own (NewMapper).
+	Mapper meta.ResettableRESTMapper
 }
 
 // FieldManagerPrefix starts every Driftless synchronizer's field manager.
@@ -102,8 +106,25 @@ func New(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata client: %w", err)
 	}
-	// Discovery through a REST client without a typed scheme: client-go's
-	// discovery client would link every API group's types (see mapper).
+	mapper := opts.Mapper
+	if mapper == nil {
+		if mapper, err = NewMapper(cfg); err != nil {
+			return nil, err
+		}
+	}
+	e := &Engine{dyn: dyn, meta: md, mapper: mapper, opts: opts, log: log}
+	e.track = newTracker(e)
+	return e, nil
+}
+
+// Mapper maps kinds to resources and can be told to forget (a CRD came).
+type Mapper = meta.ResettableRESTMapper
+
+// NewMapper returns a mapper of kinds to resources over the aggregated
+// discovery of the cluster of cfg, refreshed when a kind is unknown.
+// Discovery goes through a REST client without a typed scheme: client-go's
+// discovery client would link every API group's types (see mapper).
+func NewMapper(cfg *rest.Config) (meta.ResettableRESTMapper, error) {
 	sch := runtime.NewScheme()
 	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
 	rc := rest.CopyConfig(cfg)
@@ -112,9 +133,7 @@ func New(cfg *rest.Config, opts Options, log *zap.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REST client: %w", err)
 	}
-	e := &Engine{dyn: dyn, meta: md, mapper: newMapper(raw), opts: opts, log: log}
-	e.track = newTracker(e)
-	return e, nil
+	return newMapper(raw), nil
 }
 
 // Tracker is what the engine knows of the objects it applied: their
