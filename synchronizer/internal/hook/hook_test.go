@@ -99,11 +99,12 @@ func TestLargeBodiesStream(t *testing.T) {
 func TestUnauthenticatedReadsAreCapped(t *testing.T) {
 	h := &hook.Handler{Secret: []byte("s"), Ref: "refs/heads/main", Trigger: func() {}, Log: zap.NewNop()}
 	release := make(chan struct{})
+	reading := make(chan struct{}, hook.MaxConcurrent)
 	done := make(chan int, hook.MaxConcurrent)
 	for range hook.MaxConcurrent {
 		pr, pw := io.Pipe()
 		go func() { <-release; pw.Close() }()
-		req := httptest.NewRequest(http.MethodPost, "/hooks/git", pr)
+		req := httptest.NewRequest(http.MethodPost, "/hooks/git", &signalling{r: pr, first: reading})
 		req.Header.Set("X-Hub-Signature-256", "sha256=00")
 		go func() {
 			rec := httptest.NewRecorder()
@@ -111,19 +112,20 @@ func TestUnauthenticatedReadsAreCapped(t *testing.T) {
 			done <- rec.Code
 		}()
 	}
-	// Wait until every slot is taken: a further request is turned away.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader("{}"))
-		req.Header.Set("X-Hub-Signature-256", "sha256=00")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code == http.StatusServiceUnavailable {
-			break
+	// Every stalled request holds a slot once it reads its body.
+	for range hook.MaxConcurrent {
+		select {
+		case <-reading:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stalled requests never started reading")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with %d stalled readers a new request got %d, want 503", hook.MaxConcurrent, rec.Code)
-		}
+	}
+	req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader("{}"))
+	req.Header.Set("X-Hub-Signature-256", "sha256=00")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("with %d stalled readers a new request got %d, want 503", hook.MaxConcurrent, rec.Code)
 	}
 	close(release)
 	for range hook.MaxConcurrent {
@@ -131,4 +133,19 @@ func TestUnauthenticatedReadsAreCapped(t *testing.T) {
 			t.Fatalf("stalled request ended with %d", code)
 		}
 	}
+}
+
+// signalling tells first when its body is first read.
+type signalling struct {
+	r     io.Reader
+	once  bool
+	first chan<- struct{}
+}
+
+func (s *signalling) Read(p []byte) (int, error) {
+	if !s.once {
+		s.once = true
+		s.first <- struct{}{}
+	}
+	return s.r.Read(p)
 }
