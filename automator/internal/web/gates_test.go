@@ -111,7 +111,9 @@ func TestFleetRecordsAndGates(t *testing.T) {
 	if main.Tip == nil || main.Tip.Hash != bump || ev == nil || !ev.DryRun || len(ev.Gates) != 1 || len(ev.Clusters) != 1 {
 		t.Fatalf("main: %+v, evidence %+v", main, ev)
 	}
-	if !slices.ContainsFunc(main.Roles, func(r string) bool { return strings.HasPrefix(r, "promotes to prod: gate main-to-prod (merge, policies/promotion.yaml)") }) {
+	if !slices.ContainsFunc(main.Roles, func(r string) bool {
+		return strings.HasPrefix(r, "promotes to prod: gate main-to-prod (merge, policies/promotion.yaml)")
+	}) {
 		t.Fatalf("main's roles: %q", main.Roles)
 	}
 	g, dev := ev.Gates[0], ev.Clusters[0]
