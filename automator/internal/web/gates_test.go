@@ -173,7 +173,7 @@ func TestFleetRecordsAndGates(t *testing.T) {
 		}
 	}
 	page := f.get("/ui/fleet", f.viewer).body
-	for _, want := range []string{`id="branch-prod"`, `id="gate-main-to-prod"`, "Promoted", `id="cluster-dev"`, "healthy since 2026-11-26 09:00:01Z",
+	for _, want := range []string{`id="branch-prod"`, `id="gate-main-to-prod"`, "Promoted", `id="cluster-main-dev"`, `id="cluster-prod-prod"`, "healthy since 2026-11-26 09:00:01Z",
 		"by the gate loop", "policies/bad-gate.yaml:", "runs <span class=\"mono\" title=\"" + prod0 + "\">"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("/ui/fleet lacks %q", want)
