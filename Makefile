@@ -157,18 +157,22 @@ env-down: ## stop the environment env-up started and remove its files (and what 
 
 DEMO_DIR     := $(ROOT)/.tools/demo
 
-demo: tools build demo-down ## bring everything up and show the loop working (leaves it running; make demo-down stops it)
+demo: tools build demo-down ## bring everything up, the programs in Pods, and show the loop, the records, a gated promotion and the UIs (leaves it running; make demo-down stops it; DEMO_FLAGS=--processes runs the programs as local processes)
 	@mkdir -p $(DEMO_DIR)
 	@cd e2e && $(GO_ALONE) go build -o $(BIN)/demo ./cmd/demo
 	@nohup $(BIN)/demo up --dir $(DEMO_DIR) --bin-dir $(TOOLS_BIN) --automator $(BIN)/automator \
 	  --synchronizer $(BIN)/synchronizer --manifests $(ROOT)/manifests $(DEMO_FLAGS) > $(DEMO_DIR)/demo.log 2>&1 & echo $$! > $(DEMO_DIR)/pid
 	@$(BIN)/demo follow --dir $(DEMO_DIR)
 
+# Stopping the real nodes takes about 10 s; a demo killed before that
+# leaves containers and mounts, which cleanup removes (only those of nodes
+# no live process holds).
 demo-down: ## stop what demo started and remove its files
 	@if [ -f $(DEMO_DIR)/pid ]; then \
 	  pid=$$(cat $(DEMO_DIR)/pid); kill $$pid 2>/dev/null || true; \
-	  for i in $$(seq 1 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
-	  kill -9 $$pid 2>/dev/null || true; echo "demo stopped"; fi
+	  for i in $$(seq 1 300); do kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \
+	  if kill -9 $$pid 2>/dev/null && [ -x $(TOOLS_BIN)/driftless-testenv ]; then $(TOOLS_BIN)/driftless-testenv cleanup; fi; \
+	  echo "demo stopped"; fi
 	@rm -rf $(DEMO_DIR)
 
 clean: env-down ## remove built programs (keeps .tools; remove it by hand to rebuild the tools)

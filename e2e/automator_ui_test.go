@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/go-git/go-git/v5/plumbing"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"driftless.dev/shared/gitrepo"
+	"driftless.dev/shared/records"
 	"driftless.dev/shared/testenv"
 )
 
@@ -58,6 +60,10 @@ func TestAutomatorUIInABrowser(t *testing.T) {
 	if _, err := s.reg.PushImages(ctx, "team/api", "2.0.0", "2.1.0", "3.0.0"); err != nil {
 		t.Fatal(err)
 	}
+	// prod, where a gate promotes to, is the seed.
+	if _, err := s.git.Git(ctx, "fleet", "branch", "prod", "main"); err != nil {
+		t.Fatal(err)
+	}
 	// Beside apps:web, a Flux ImagePolicy and one whose repository the
 	// registry does not have.
 	s.commitFiles(t, map[string]string{
@@ -66,11 +72,19 @@ func TestAutomatorUIInABrowser(t *testing.T) {
 		"policies/worker.yaml":        "apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: worker, namespace: apps}\nspec:\n  image: " + s.reg.Host + "/team/worker\n  interval: 1h\n  policy: {semver: {range: \"^1.0.0\"}}\n",
 		"apps/api/kustomization.yaml": "images:\n  - name: " + s.reg.Host + "/team/api\n    newTag: 2.0.0 # {\"$imagepolicy\": \"flux-system:api:tag\"}\n",
 		"apps/worker/deploy.yaml":     "image: " + s.reg.Host + "/team/worker:1.0.0 # {\"$imagepolicy\": \"apps:worker\"}\n",
+		// A gate from main to prod, and what a dev cluster recorded of
+		// main's head: the fleet shows both.
+		"policies/promotion.yaml": "apiVersion: driftless.dev/v1alpha1\nkind: Promotion\nmetadata: {name: main-to-prod}\nspec: {from: main, to: prod, healthyIn: [dev], soak: 1h}\n",
 	})
+	mainHead, _ := s.git.Head(ctx, "fleet", "main")
+	recordAt(t, s.git.RepoURL("fleet"), mainHead,
+		records.Record{Time: time.Now().UTC(), Event: records.Applied, Cluster: "dev", Ref: "main", Digest: "sha256:2f0a", Images: []string{s.reg.Host + "/team/web:1.0.0"}},
+		records.Record{Time: time.Now().UTC(), Event: records.Healthy, Cluster: "dev", Ref: "main"})
 	listen := s.listen[0]
 	// Bumps go to a branch of their own, for review: the fleet then has
-	// two branches that differ.
-	a := start(t, "automator", s.args(0, "--leader-elect", "--kubeconfig", kubeconfig, "--lease-namespace", "driftless-system", "--identity", "ui-test", "--git-push-branch", "bumps")...)
+	// two branches that differ, and the gate's target.
+	a := start(t, "automator", s.args(0, "--leader-elect", "--kubeconfig", kubeconfig, "--lease-namespace", "driftless-system", "--identity", "ui-test", "--git-push-branch", "bumps",
+		"--promotion-targets", "prod")...)
 	waitHTTP(t, a, "http://"+listen+"/healthz")
 	until(t, 60*time.Second, "the first pass's bump", func() bool {
 		out, _ := s.git.Git(ctx, "fleet", "show", "bumps:apps/web/deploy.yaml")
@@ -129,7 +143,12 @@ func TestAutomatorUIInABrowser(t *testing.T) {
 	b.open("/ui/fleet")
 	web := `document.getElementById("image-apps:web")`
 	b.waitFor("the fleet", `document.getElementById("branch-main")?.textContent.includes("followed") && document.getElementById("branch-bumps")?.textContent.includes("push") && `+
-		web+`.querySelectorAll(".version")[0].textContent === "1.0.0" && `+web+`.querySelectorAll(".version")[1].textContent === "1.1.0" && `+web+`.textContent.includes("differs")`)
+		web+`.querySelectorAll(".version")[0].textContent === "1.0.0" && `+web+`.querySelectorAll(".version")[1].textContent === "1.1.0" && `+web+`.textContent.includes("differs") && `+
+		// The gate and the record, as the automator's gate loop evaluated
+		// them; prod read from the gates' mirror.
+		`document.getElementById("gate-main-to-prod")?.textContent.includes("Waiting") && document.getElementById("gate-main-to-prod")?.textContent.includes("soaking until") && `+
+		`document.getElementById("cluster-main-dev")?.textContent.includes("healthy since") && document.getElementById("branch-prod")?.textContent.includes("promoted from main") && `+
+		`document.getElementById("branch-main")?.textContent.includes("by the gate loop")`)
 	b.screenshot("automator-fleet")
 	b.open("/ui/history")
 	b.waitFor("the history", `document.querySelectorAll("#passes tbody tr.pass").length >= 3 && document.body.textContent.includes("plan by system:serviceaccount:`+ns+`:operator")`)
@@ -199,6 +218,24 @@ func TestAutomatorUIOffWithoutACluster(t *testing.T) {
 	}
 	if bad.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(bad.Output(), "--kubeconfig") {
 		t.Fatalf("exit %d:\n%s", bad.cmd.ProcessState.ExitCode(), bad.Output())
+	}
+}
+
+// recordAt appends records to commit's note on the Git server at url, as
+// a synchronizer's recorder writes them.
+func recordAt(t *testing.T, url, commit string, recs ...records.Record) {
+	t.Helper()
+	m, err := gitrepo.OpenMirror("", url, gitrepo.Auth{Username: "bot", Password: gitToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, r := range recs {
+		lines = append(lines, r.Format())
+	}
+	if _, err := m.Notes(records.DefaultNotes).Append(t.Context(), map[plumbing.Hash][]string{plumbing.NewHash(commit): lines},
+		gitrepo.AppendOptions{Author: gitrepo.Signature{Name: "Driftless Synchronizer (dev)", Email: "synchronizer@driftless.dev"}}); err != nil {
+		t.Fatal(err)
 	}
 }
 

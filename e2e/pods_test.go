@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,7 +39,7 @@ func TestInPods(t *testing.T) {
 	manifests, _ := filepath.Abs(filepath.Join("..", "manifests"))
 	t0 := time.Now()
 	f, err := fleet.Start(t.Context(), fleet.Options{
-		Dir: t.TempDir(), Manifests: manifests, InCluster: true, NoInstall: true,
+		Dir: t.TempDir(), Manifests: manifests, InCluster: true, NoInstall: true, Soak: time.Second,
 		Say: func(format string, args ...any) { t.Logf(format, args...) },
 	})
 	if f != nil {
@@ -53,22 +54,27 @@ func TestInPods(t *testing.T) {
 	t.Run("TenantOutsideItsNamespace", func(t *testing.T) { testTenantOutsideItsNamespace(t, f) })
 }
 
-// testPairInPods: the release of overlays/dev and overlays/prod becomes
+// testPairInPods: the release of overlays/dev and overlays/prod, with
+// records and promotion gates on (manifests/components/records), becomes
 // Available with real containers under the enforced restricted profile;
 // the loop runs through the Pods (registry webhook to the automator's
 // Service, commit, Git webhook to the synchronizers' Services, applied,
-// rolled out, merged, prod rolled out); one replica of each leads;
-// deleting the leaders hands over within the Lease duration, with nothing
-// lost or committed twice; memory stays under the limits.
+// rolled out, recorded healthy with signed notes, promoted by the
+// automator's gate after the soak, prod rolled out and recorded); the
+// automator's fleet page, reached with a TokenRequest token, shows the
+// records and the gate; one replica of each leads; deleting the leaders
+// hands over within the Lease duration, with nothing lost or committed
+// twice, and the new automator leader promotes the next tag; memory stays
+// under the limits.
 func testPairInPods(t *testing.T, f *fleet.Fleet) {
 	ctx := t.Context()
 	t0 := time.Now()
 	// dev applies as the ServiceAccount driftless-apply (impersonation,
 	// manifests/components/apply-as); prod as the synchronizer itself.
-	if err := f.Install(ctx, "dev", "dev", f.Settings("dev"), "components/apply-as"); err != nil {
+	if err := f.Install(ctx, "dev", "dev", f.Settings("dev"), append([]string{"components/apply-as"}, f.Components()...)...); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Install(ctx, "prod", "prod", f.Settings("prod")); err != nil {
+	if err := f.Install(ctx, "prod", "prod", f.Settings("prod"), f.Components()...); err != nil {
 		t.Fatal(err)
 	}
 	for c, want := range map[string]map[string]int32{
@@ -128,13 +134,28 @@ func testPairInPods(t *testing.T, f *fleet.Fleet) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("TIMING %s pushed → bump commit %v (registry webhook through the automator's Service), dev applied %v (Git webhook through the synchronizer's Service), dev rolled out %v, prod rolled out after the merge %v",
+		t.Logf("TIMING %s pushed → bump commit %v (registry webhook through the automator's Service), dev applied %v (Git webhook through the synchronizer's Service), dev rolled out %v, prod rolled out after the gate's merge (1 s soak) %v",
 			tag, tm.Commit.Round(10*time.Millisecond), tm.DevApplied.Round(10*time.Millisecond), tm.DevRolledOut.Round(10*time.Millisecond), tm.ProdRolledOut.Round(10*time.Millisecond))
 		if n := commitsMatching(t, f, "dev", fleet.Image+":"+tag); n != 1 {
 			t.Fatalf("%d bump commits to %s on dev, want 1", n, tag)
 		}
+		checkPromotedByTheGate(t, f, tm)
 	}
 	walk("1.1.0")
+
+	// The automator's fleet page, as a person logs in to it: what the
+	// Pods recorded, and the gate.
+	ui, err := f.UIAccess(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page fleet.FleetView
+	until(t, time.Minute, "the fleet page to show dev and prod healthy and the gate up to date", func() bool {
+		page, err = ui.Fleet(ctx)
+		return err == nil && page.Healthy("dev", "dev") && page.Healthy("prod", "prod") &&
+			strings.Contains(page.Says(), "gate dev-to-prod → prod: UpToDate")
+	})
+	t.Logf("the automator's fleet page:\n%s", page.Says())
 
 	// Deleting both leaders hands over to the standbys within the Lease duration.
 	lease := getLease(t, dev, syncLease)
@@ -260,6 +281,42 @@ spec:
 	}
 	if _, err := cs.CoreV1().Secrets("tenant-a").Get(ctx, secretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the Git token Secret %s is in tenant-a, where the tenant's Pods can mount it (%v)", secretName, err)
+	}
+}
+
+// checkPromotedByTheGate: prod's head is the automator's merge of the
+// bump, made by the gate (not by hand), and the notes hold, signed, dev's
+// records of the bump and prod's of the merge, written by the Pods.
+func checkPromotedByTheGate(t *testing.T, f *fleet.Fleet, tm fleet.Timings) {
+	t.Helper()
+	ctx := t.Context()
+	msg, err := f.Git.Git(ctx, fleet.Repo, "log", "-1", "--format=%an%n%P%n%B", tm.MergeCommit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.SplitN(msg, "\n", 3); len(lines) < 3 || lines[0] != "Driftless Automator" || !strings.HasSuffix(lines[1], " "+tm.BumpCommit) ||
+		!strings.Contains(lines[2], "Driftless-Promotion: dev-to-prod") {
+		t.Fatalf("prod's head %s is not the gate's merge of %s:\n%s", tm.MergeCommit, tm.BumpCommit, msg)
+	}
+	until(t, time.Minute, "prod's healthy record of the merge", func() bool {
+		out, _ := f.Git.Git(ctx, fleet.Repo, "notes", "--ref=driftless", "show", tm.MergeCommit)
+		return strings.Contains(out, "event=healthy cluster=prod ref=prod")
+	})
+	notes, err := f.Git.Git(ctx, fleet.Repo, "notes", "--ref=driftless", "show", tm.BumpCommit)
+	if err != nil || !strings.Contains(notes, "event=applied cluster=dev ref=dev") || !strings.Contains(notes, "event=healthy cluster=dev ref=dev") ||
+		!strings.Contains(notes, "event=promoted commit="+tm.MergeCommit) {
+		t.Fatalf("the records of the bump %s: %v\n%s", tm.BumpCommit, err, notes)
+	}
+	// The synchronizers sign their notes commits (the automator counts
+	// only those: it promoted).
+	signed, err := f.Git.Git(ctx, fleet.Repo, "log", "--format=%an %G?", "refs/notes/driftless")
+	if err != nil || !strings.Contains(signed, "Driftless Synchronizer") {
+		t.Fatalf("the notes history: %v\n%s", err, signed)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(signed), "\n") {
+		if strings.HasPrefix(line, "Driftless Synchronizer") && strings.HasSuffix(line, " N") {
+			t.Fatalf("an unsigned notes commit of a synchronizer: %s", line)
+		}
 	}
 }
 
@@ -444,6 +501,9 @@ func dumpInCluster(t *testing.T, f *fleet.Fleet) {
 	}
 	if f.Registry != nil {
 		b.WriteString(f.Registry.LogTail())
+	}
+	if hooks, err := os.ReadFile(f.WebhookLog()); err == nil {
+		fmt.Fprintf(&b, "--- the Git server's webhooks ---\n%s\n", hooks)
 	}
 	if f.Git != nil {
 		for _, repo := range []string{fleet.Repo, "tenant-a"} {

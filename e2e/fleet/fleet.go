@@ -90,6 +90,11 @@ type Fleet struct {
 
 	mu    sync.Mutex
 	procs map[string]*Proc
+	// forwards are the UI's local listeners (ui.go).
+	forwards []net.Listener
+
+	keysOnce sync.Once
+	keysErr  error
 }
 
 // Clusters the fleet runs, each following the branch of its name.
@@ -184,6 +189,11 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 		}
 	}
 	f.say("minted ServiceAccount tokens (TokenRequest API) for driftless-automator and driftless-synchronizer in both clusters in %s", since(t0))
+	if opts.Soak > 0 {
+		if err := f.recordKeys(); err != nil {
+			return nil, err
+		}
+	}
 
 	if err := f.StartAutomator(ctx); err != nil {
 		return nil, err
@@ -350,7 +360,7 @@ func (f *Fleet) StartAutomatorReplica(ctx context.Context, name, listen string) 
 		"--listen", listen, "--webhook-secret-file", filepath.Join(f.opts.Dir, "hook-secret"),
 		"--leader-elect", "--lease-namespace", "driftless-system", "--identity", name,
 		"--kubeconfig", f.Kubeconfigs["dev/driftless-automator"],
-		"--refresh", f.opts.Interval.String(), "--log-format", "json"}, f.gated("--promotion-targets", "prod")...)...)
+		"--refresh", f.opts.Interval.String(), "--log-format", "json"}, f.gated("--promotion-targets", "prod", "--record-keyring", f.recordKeyring())...)...)
 	if err != nil {
 		return err
 	}
@@ -381,7 +391,7 @@ func (f *Fleet) StartSynchronizerReplica(ctx context.Context, c, name, listen st
 		"--kubeconfig", f.Kubeconfigs[c+"/driftless-synchronizer"],
 		"--listen", listen, "--webhook-secret-file", filepath.Join(f.opts.Dir, "hook-secret"),
 		"--leader-elect", "--identity", name, "--interval", f.opts.Interval.String(),
-		"--health-timeout", "2m", "--log-format", "json"}, f.gated("--record", "--cluster-name", c)...)...)
+		"--health-timeout", "2m", "--log-format", "json"}, f.gated("--record", "--cluster-name", c, "--record-signing-key", f.recordKey(c))...)...)
 	if err != nil {
 		return err
 	}
@@ -505,8 +515,12 @@ func (f *Fleet) Kill(name string) {
 // Stop ends the programs and the environment.
 func (f *Fleet) Stop() {
 	f.mu.Lock()
-	procs := f.procs
+	procs, forwards := f.procs, f.forwards
+	f.forwards = nil
 	f.mu.Unlock()
+	for _, l := range forwards {
+		l.Close()
+	}
 	for _, p := range procs {
 		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -515,9 +529,12 @@ func (f *Fleet) Stop() {
 			_ = p.Cmd.Process.Kill()
 		}
 	}
+	// The clusters stop at once: a real node takes seconds to stop.
+	var wg sync.WaitGroup
 	for _, c := range f.Clusters {
-		c.Stop()
+		wg.Go(c.Stop)
 	}
+	wg.Wait()
 	if f.Git != nil {
 		f.Git.Stop()
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,8 @@ func (f *Fleet) startInCluster(ctx context.Context) error {
 		for _, c := range Clusters {
 			go f.notifyService(f.Listen["sync-"+c], c)
 		}
+		// The automator's gates act on a push too: a record is one.
+		go f.notifyService(f.Listen["automator"], "dev")
 	}
 	f.say("started two clusters (dev, prod), each with a real node (kubelet, containerd, kube-proxy) beside a kwok node, an OCI registry at %s and a Git server at %s in %s",
 		f.Registry.Host, f.Git.URL, since(t0))
@@ -109,7 +112,7 @@ func (f *Fleet) startInCluster(ctx context.Context) error {
 	}
 	for _, c := range Clusters {
 		t0 = time.Now()
-		if err := f.Install(ctx, c, c, f.Settings(c)); err != nil {
+		if err := f.Install(ctx, c, c, f.Settings(c), f.Components()...); err != nil {
 			return err
 		}
 		want := map[string]int32{"driftless-automator": 2, "driftless-synchronizer": 2}
@@ -119,7 +122,20 @@ func (f *Fleet) startInCluster(ctx context.Context) error {
 		if err := f.WaitAvailable(ctx, c, "driftless-system", want, 3*time.Minute); err != nil {
 			return err
 		}
-		f.say("applied the release of manifests/overlays/%s (images by digest) to the %s cluster; its Deployments are Available on the real node in %s", c, c, since(t0))
+		with := ""
+		if len(f.Components()) > 0 {
+			with = " with manifests/" + strings.Join(f.Components(), ", manifests/")
+		}
+		f.say("applied the release of manifests/overlays/%s (images by digest)%s to the %s cluster; its Deployments are Available on the real node in %s", c, with, c, since(t0))
+	}
+	return nil
+}
+
+// Components are the manifests' components the fleet installs with each
+// cluster overlay: the records one when the promotion is gated.
+func (f *Fleet) Components() []string {
+	if f.opts.Soak > 0 {
+		return []string{RecordsComponent}
 	}
 	return nil
 }
@@ -159,8 +175,8 @@ func Placement() string {
 }
 
 // Settings is what this environment puts on top of the release of a
-// cluster overlay: the repository, the Pods on the real node, the two
-// Services as NodePorts.
+// cluster overlay: the repository, the cluster's name in the records,
+// the Pods on the real node, the two Services as NodePorts.
 func (f *Fleet) Settings(overlay string) string {
 	repo := f.Git.RepoURL(Repo)
 	return `apiVersion: apps/v1
@@ -188,6 +204,7 @@ spec:
           env:
             - {name: DRIFTLESS_REPO_URL, value: "` + repo + `"}
             - {name: DRIFTLESS_GIT_USERNAME, value: ` + gitUser + `}
+            - {name: DRIFTLESS_CLUSTER_NAME, value: ` + overlay + `}
 ---
 apiVersion: v1
 kind: Service
@@ -248,6 +265,17 @@ func (f *Fleet) Install(ctx context.Context, c, overlay, settings string, compon
 		steps = append(steps, []string{"-n", ns, "create", "secret", "generic", s,
 			"--from-file=token=" + filepath.Join(f.opts.Dir, "git-token"), "--from-file=webhook-secret=" + filepath.Join(f.opts.Dir, "hook-secret")})
 	}
+	if slices.Contains(components, RecordsComponent) {
+		// What the component mounts: this cluster's record signing key,
+		// and the keyring of every synchronizer's public key for the
+		// automator.
+		if err := f.recordKeys(); err != nil {
+			return err
+		}
+		steps = append(steps,
+			[]string{"-n", ns, "create", "secret", "generic", "driftless-record-signing-key", "--from-file=signing-key=" + f.recordKey(c)},
+			[]string{"-n", ns, "create", "configmap", "driftless-record-keyring", "--from-file=keyring.asc=" + f.recordKeyring()})
+	}
 	steps = append(steps, []string{"apply", "--server-side", "-k", dir})
 	for _, s := range steps {
 		if out, err := f.Kubectl(ctx, c, s...); err != nil {
@@ -289,20 +317,50 @@ func available(d *appsv1.Deployment) bool {
 // standby answers 503, and a new connection may reach the other replica.
 func (f *Fleet) notifyService(addr, branch string) {
 	body := []byte(`{"ref":"refs/heads/` + branch + `"}`)
-	for range 25 {
+	var last string
+	for try := 1; try <= 25; try++ {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks/git", bytes.NewReader(body))
 		req.Header.Set("X-Hub-Signature-256", Sign([]byte(hookSecret), body))
 		req.Header.Set("X-GitHub-Event", "push")
 		req.Close = true
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		// A Pod that just went away may still be an endpoint for a
+		// moment, and its address answers nothing: try again soon, as a
+		// Git host's sender does after its timeout.
+		resp, err := hookClient.Do(req)
+		if err != nil {
+			last = err.Error()
+		} else {
 			resp.Body.Close()
 			if resp.StatusCode < 300 {
+				f.webhookLog("push webhook of %s to %s: %s at try %d", branch, addr, resp.Status, try)
 				return
 			}
+			last = resp.Status
 		}
 		time.Sleep(200 * time.Millisecond) // the sender's retry interval
 	}
+	// Before a replica leads (the install), or while no endpoint of the
+	// Service is ready, a webhook is lost, as a Git host's would be; the
+	// program's polling catches up.
+	f.webhookLog("push webhook of %s to %s: not taken in 25 tries (last: %s)", branch, addr, last)
 }
+
+var hookClient = &http.Client{Timeout: 2 * time.Second}
+
+// webhookLog notes what became of a webhook the Git server sent, in
+// webhooks.log of the fleet's folder (Diagnose shows its tail).
+func (f *Fleet) webhookLog(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if lf, err := os.OpenFile(f.WebhookLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		fmt.Fprintf(lf, time.Now().UTC().Format("15:04:05.000")+" "+format+"\n", args...)
+		lf.Close()
+	}
+}
+
+// WebhookLog is the file where what became of the Git server's webhooks
+// is noted.
+func (f *Fleet) WebhookLog() string { return filepath.Join(f.opts.Dir, "webhooks.log") }
 
 // statusInCluster reads /status of the leading synchronizer Pod of
 // cluster c, at its Pod IP (the host routes to the node's Pods).
@@ -334,10 +392,15 @@ func (f *Fleet) statusInCluster(c string) SyncStatus {
 		var st SyncStatus
 		_ = json.NewDecoder(resp.Body).Decode(&st)
 		resp.Body.Close()
-		if st.Leader {
-			return st
-		}
 		last = st
+		if st.Leader {
+			break
+		}
+	}
+	// The message, which /status shows only to an authorized user, as
+	// kubectl reads it.
+	if cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(ctx, "driftless", metav1.GetOptions{}); err == nil {
+		last.Status.Message = cm.Data["message"]
 	}
 	return last
 }

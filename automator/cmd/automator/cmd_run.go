@@ -73,8 +73,11 @@ func runCommand() *cobra.Command {
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
 			var rec *web.Record
+			var gv *web.Gates
 			if ui {
-				rec = web.NewRecord()
+				// The fleet page shows the gates' own evaluations; a
+				// view makes a dry run (as plan) when none is recent.
+				rec, gv = web.NewRecord(), web.NewGates(b.gates, gateInterval+10*time.Second)
 			}
 			gates := b.gates
 			// Each pass may have moved the branch a gate reads: evaluate
@@ -87,6 +90,9 @@ func runCommand() *cobra.Command {
 			observeGates := func(res promote.Result, err error) {
 				m.ObserveGates(res, err)
 				reportGates(log.Named("gates"), res, err)
+				if gv != nil {
+					gv.Observe(res, err)
+				}
 			}
 
 			var el *leader.Elector
@@ -114,7 +120,7 @@ func runCommand() *cobra.Command {
 			if el != nil {
 				u.leading = el.Leading
 			}
-			uiOn, err := mountUI(u, mux, &c, b, rec, log.Named("web"))
+			uiOn, err := mountUI(u, mux, &c, b, rec, gv, log.Named("web"))
 			if err != nil {
 				return err
 			}

@@ -159,7 +159,9 @@ type built struct {
 	log   *zap.Logger
 	auto  *automate.Automator
 	gates *promote.Runner
-	ecr   *ecr.Tokens
+	// mirror is the gates' mirror folder.
+	mirror string
+	ecr    *ecr.Tokens
 }
 
 func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*built, error) {
@@ -239,7 +241,8 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 	}
 	// The gates read and write through a bare mirror of their own, so a
 	// promotion never waits for, or disturbs, the working clone.
-	mirror, err := gitrepo.OpenMirror(strings.TrimRight(c.workdir, "/")+".mirror", c.gitURL, auth)
+	b.mirror = strings.TrimRight(c.workdir, "/") + ".mirror"
+	mirror, err := gitrepo.OpenMirror(b.mirror, c.gitURL, auth)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ func observe(m loop.Observer, rec *web.Record) loop.Observer {
 // (--ui) and a cluster is configured to authenticate and authorize users
 // (--kubeconfig, or in a Pod). Without a cluster the pages are off, and
 // the log says so; a --kubeconfig that cannot be read is a start-up error.
-func mountUI(u uiConfig, mux *http.ServeMux, c *passConfig, b *built, rec *web.Record, log *zap.Logger) (bool, error) {
+func mountUI(u uiConfig, mux *http.ServeMux, c *passConfig, b *built, rec *web.Record, gates *web.Gates, log *zap.Logger) (bool, error) {
 	if !u.on {
 		return false, nil
 	}
@@ -63,10 +63,15 @@ func mountUI(u uiConfig, mux *http.ServeMux, c *passConfig, b *built, rec *web.R
 	if rec == nil {
 		return false, errors.New("the web UI needs the record of passes")
 	}
+	var records web.Records
+	if gates != nil {
+		records = gates
+	}
 	h, err := web.New(webauth.New(dyn), b.auto, rec, web.Config{
 		Repository: gitrepo.Redact(c.gitURL), Branch: c.branch, PushBranch: c.pushBranch,
 		Clone: c.workdir, ManifestPath: c.manifestPath,
 		LeaseNamespace: u.leaseNS, LeaseName: u.leaseName, Leading: u.leading,
+		Records: records, Mirror: b.mirror,
 	}, log)
 	if err != nil {
 		return false, err

@@ -528,3 +528,30 @@ func TestRecordKeyringIgnoresForgedRecords(t *testing.T) {
 		t.Fatalf("after the signed degraded record was erased from the note: %+v", g)
 	}
 }
+
+// TestDryRunLeavesTheLoopsChangesToIt: a dry run (plan, the fleet page)
+// in the same process as the gate loop says whether a gate changed, but
+// does not remember it: the loop's next pass still finds the change, so
+// it logs it and counts it once (a refusal counted by the metrics).
+func TestDryRunLeavesTheLoopsChangesToIt(t *testing.T) {
+	f := newFleet(t, fmt.Sprintf(gate, ""))
+	x := f.commit("dev", map[string]string{"apps/web/deploy.yaml": "image: web:1.1.0\n"}, "Update web to 1.1.0", "automator")
+	r := f.runner(promote.Config{Now: (&clock{t: t0}).Now})
+	f.record(x, records.Record{Time: t0, Event: records.Applied, Cluster: "dev", Ref: "dev"},
+		records.Record{Time: t0.Add(time.Second), Event: records.Degraded, Cluster: "dev", Ref: "dev", Message: "web Failed"})
+	for i := range 2 {
+		if g := only(t, pass(t, r, true)); g.State != promote.Refused || !g.Changed {
+			t.Fatalf("dry run %d: %+v", i, g)
+		}
+	}
+	res := pass(t, r, false)
+	if g := only(t, res); g.State != promote.Refused || !g.Changed || g.RefusedFor != "degraded" {
+		t.Fatalf("the loop's pass after dry runs: %+v", g)
+	}
+	if g := only(t, pass(t, r, false)); g.Changed {
+		t.Fatalf("the loop's second pass says the refusal again: %+v", g)
+	}
+	if res.Log == nil || len(res.Log.Of(x)) != 2 {
+		t.Fatalf("the pass's records: %+v", res.Log)
+	}
+}

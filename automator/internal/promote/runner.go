@@ -212,6 +212,9 @@ type Result struct {
 	Next time.Time `json:"next,omitzero"`
 	// Skipped are note lines that are not records.
 	Skipped []error `json:"-"`
+	// Log is every record as this pass read it (signed ones only with a
+	// RecordKeyring): what the gates judged, for views of the fleet.
+	Log *records.Log `json:"-"`
 }
 
 // Trigger asks Run for a pass at once (a note or branch was pushed, an
@@ -373,19 +376,24 @@ func (r *Runner) Pass(ctx context.Context, dryRun bool) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Skipped = l.Skipped
+	res.Skipped, res.Log = l.Skipped, l
+	// A dry run (plan, a page) changes nothing the loop's passes log and
+	// count once: only a real pass remembers what it said.
+	remember := func(name, key string) bool {
+		changed := r.last[name] != key
+		if !dryRun {
+			r.last[name] = key
+		}
+		return changed
+	}
 	if r.cfg.Revert != RevertOff {
 		if res.Revert = r.revert(ctx, l, head, dryRun); res.Revert != nil {
-			key := res.Revert.Commit + " " + res.Revert.Revert + " " + res.Revert.Reason
-			res.Revert.Changed = r.last["\x00revert"] != key
-			r.last["\x00revert"] = key
+			res.Revert.Changed = remember("\x00revert", res.Revert.Commit+" "+res.Revert.Revert+" "+res.Revert.Reason)
 		}
 	}
 	for _, p := range promotions {
 		g := r.gate(ctx, p, dryRun)
-		key := string(g.State) + " " + g.Candidate + " " + g.Reason
-		g.Changed = r.last[p.Name()] != key
-		r.last[p.Name()] = key
+		g.Changed = remember(p.Name(), string(g.State)+" "+g.Candidate+" "+g.Reason)
 		res.Gates = append(res.Gates, g)
 		if g.State == Waiting && g.Until.After(r.cfg.Now()) && (res.Next.IsZero() || g.Until.Before(res.Next)) {
 			res.Next = g.Until

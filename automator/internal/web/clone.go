@@ -30,6 +30,9 @@ import (
 type clone struct {
 	dir          string
 	manifestPath string
+	// mirror is the gates' bare mirror (promote's): the branches the
+	// clone does not hold (those Promotion documents name) are read there.
+	mirror string
 
 	mu    sync.Mutex
 	logs  map[plumbing.Hash]map[string]Commit
@@ -43,8 +46,8 @@ type declared struct {
 	problems []string
 }
 
-func newClone(dir, manifestPath string) *clone {
-	return &clone{dir: dir, manifestPath: manifestPath, logs: map[plumbing.Hash]map[string]Commit{}, trees: map[plumbing.Hash]declared{}}
+func newClone(dir, manifestPath, mirror string) *clone {
+	return &clone{dir: dir, manifestPath: manifestPath, mirror: mirror, logs: map[plumbing.Hash]map[string]Commit{}, trees: map[plumbing.Hash]declared{}}
 }
 
 // readWaits are the pauses between the attempts of one read of the
@@ -57,11 +60,17 @@ var readWaits = []time.Duration{0, 2 * time.Millisecond, 8 * time.Millisecond, 3
 
 // read opens the clone afresh (so packs fetched since are seen) and runs fn.
 func (c *clone) read(fn func(repo *git.Repository) error) error {
+	return readAt(c.dir, fn)
+}
+
+// readAt opens the repository in dir afresh and runs fn, again after a
+// pause while it meets files being written.
+func readAt(dir string, fn func(repo *git.Repository) error) error {
 	var err error
 	for _, wait := range readWaits {
 		time.Sleep(wait)
 		var repo *git.Repository
-		if repo, err = git.PlainOpen(c.dir); err == nil {
+		if repo, err = git.PlainOpen(dir); err == nil {
 			if err = fn(repo); err == nil {
 				return nil
 			}
@@ -74,14 +83,18 @@ func (c *clone) read(fn func(repo *git.Repository) error) error {
 }
 
 // errNotFetched: the clone holds no tip of the branch.
-var errNotFetched = errors.New("not fetched into the automator's clone")
+var errNotFetched = errors.New("not fetched by the automator (its clone, or the gates' mirror)")
 
 // tip is the last fetched tip of branch in repo, the clone in dir.
 func tip(repo *git.Repository, dir, branch string) (plumbing.Hash, error) {
-	name := plumbing.NewRemoteReferenceName("origin", branch)
+	return tipAt(repo, filepath.Join(dir, ".git"), branch, plumbing.NewRemoteReferenceName("origin", branch))
+}
+
+// tipAt reads the ref name of branch in repo, whose Git folder is gitDir.
+func tipAt(repo *git.Repository, gitDir, branch string, name plumbing.ReferenceName) (plumbing.Hash, error) {
 	ref, err := repo.Reference(name, true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
-		if _, serr := os.Lstat(filepath.Join(dir, ".git", filepath.FromSlash(name.String()))); serr == nil {
+		if _, serr := os.Lstat(filepath.Join(gitDir, filepath.FromSlash(name.String()))); serr == nil {
 			// The ref's file is there but reads empty: being rewritten.
 			return plumbing.ZeroHash, fmt.Errorf("branch %s: the ref is being written", branch)
 		}
@@ -180,12 +193,27 @@ func trailers(msg string) []trailer {
 	return out
 }
 
-// branch reads the tip of branch and what its tree declares.
+// branch reads the tip of branch and what its tree declares: from the
+// clone, or from the gates' mirror for a branch the clone does not hold.
 func (c *clone) branch(name string) (Commit, declared, error) {
+	cm, d, err := c.branchAt(c.dir, name, func(repo *git.Repository) (plumbing.Hash, error) { return tip(repo, c.dir, name) })
+	if errors.Is(err, errNotFetched) && c.mirror != "" {
+		var merr error
+		cm, d, merr = c.branchAt(c.mirror, name, func(repo *git.Repository) (plumbing.Hash, error) {
+			return tipAt(repo, c.mirror, name, plumbing.NewBranchReferenceName(name))
+		})
+		if !errors.Is(merr, errNotFetched) {
+			err = merr
+		}
+	}
+	return cm, d, err
+}
+
+func (c *clone) branchAt(dir, name string, tipOf func(*git.Repository) (plumbing.Hash, error)) (Commit, declared, error) {
 	var cm Commit
 	var d declared
-	err := c.read(func(repo *git.Repository) error {
-		h, err := tip(repo, c.dir, name)
+	err := readAt(dir, func(repo *git.Repository) error {
+		h, err := tipOf(repo)
 		if err != nil {
 			return err
 		}

@@ -266,8 +266,9 @@ type Fleet struct {
 	// row's Branches are index-aligned with Branches.
 	Images []ImageRow `json:"images"`
 	// Records says whether deployment records and promotion gates are
-	// shown (Records configured).
-	Records bool `json:"records"`
+	// shown (Records configured); RecordsError why they could not be read.
+	Records      bool   `json:"records"`
+	RecordsError string `json:"recordsError,omitempty"`
 }
 
 // Branch is one branch as the automator's clone holds it.
@@ -308,9 +309,11 @@ func (h *Handler) fleet(r *http.Request) (any, error) {
 		roles = append(roles, BranchRole{Name: h.cfg.PushBranch, Role: "push: bumps are pushed here, for review"})
 	}
 	if h.cfg.Records != nil {
+		// What Git holds stands without the records: their failure is
+		// said on the page, not made the page's.
 		more, err := h.cfg.Records.Branches(r.Context())
 		if err != nil {
-			return nil, fmt.Errorf("the branches promotion names: %w", err)
+			out.RecordsError = "the promotion gates could not be evaluated: " + err.Error()
 		}
 		roles = append(roles, more...)
 	}
@@ -350,10 +353,10 @@ func (h *Handler) fleet(r *http.Request) (any, error) {
 			}
 			cell.Files = append(cell.Files, fmt.Sprintf("%s:%d", m.File, m.Line))
 		}
-		if h.cfg.Records != nil {
+		if h.cfg.Records != nil && out.RecordsError == "" {
 			ev, err := h.cfg.Records.Evidence(r.Context(), b.Name, tip.Hash)
 			if err != nil {
-				return nil, fmt.Errorf("the records of %s at %s: %w", b.Name, tip.Hash, err)
+				ev.Error = fmt.Sprintf("the records of %s at %s: %v", b.Name, shortHash(tip.Hash), err)
 			}
 			b.Evidence = &ev
 		}

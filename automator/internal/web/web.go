@@ -36,10 +36,11 @@ type Planner interface {
 var _ Planner = (*automate.Automator)(nil)
 
 // Records is the seam where deployment records and promotion gates plug
-// in (the promote package): the branches Promotion documents name, and per
-// branch tip where that commit is applied and healthy and which gates
-// stand before the next branch. Nil: the fleet page shows the branches the
-// automator follows and pushes to, and what each declares, from Git alone.
+// in (Gates, over the promote package): the branches Promotion documents
+// name, and per branch tip where that commit is applied and healthy and
+// which gates stand before the next branch. Nil: the fleet page shows the
+// branches the automator follows and pushes to, and what each declares,
+// from Git alone.
 type Records interface {
 	// Branches are more branches to show, each with its role
 	// ("promotes to prod", "promoted from dev").
@@ -56,26 +57,54 @@ type BranchRole struct {
 
 // Evidence is what deployment records and gates say of a branch's tip.
 type Evidence struct {
-	// Clusters: where the commit is applied, and whether healthy.
+	// Clusters: the clusters that follow the branch or recorded the
+	// commit, and what their records say of it.
 	Clusters []ClusterRecord `json:"clusters,omitempty"`
 	// Gates: the promotions from this branch and where each stands.
 	Gates []Gate `json:"gates,omitempty"`
+	// EvaluatedAt is when the gates were evaluated; DryRun says the
+	// evaluation was made for a view (as plan makes it), not by the gate
+	// loop of this replica.
+	EvaluatedAt time.Time `json:"evaluatedAt,omitzero"`
+	DryRun      bool      `json:"dryRun,omitempty"`
+	// Problems are the Promotion documents of this commit that were
+	// skipped, each naming its file and line.
+	Problems []string `json:"problems,omitempty"`
+	// Error says why the records could not be read (the rest of the
+	// page stands).
+	Error string `json:"error,omitempty"`
 }
 
 // ClusterRecord is one cluster's record of a commit.
 type ClusterRecord struct {
-	Cluster string    `json:"cluster"`
-	State   string    `json:"state"` // applied, healthy, degraded
-	Since   time.Time `json:"since,omitzero"`
-	Message string    `json:"message,omitempty"`
+	Cluster string `json:"cluster"`
+	// State is pending (no record of the commit yet), applied, healthy,
+	// superseded (healthy, then it applied another commit before the
+	// soak was over) or degraded.
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"`
+	// Message says it as plan does ("healthy since …, soaking until …").
+	Message string `json:"message,omitempty"`
+	// Runs is the commit the cluster last recorded applied, when not
+	// this one.
+	Runs string `json:"runs,omitempty"`
 }
 
-// Gate is one promotion from a branch.
+// Gate is one promotion from a branch, as the gate's evaluation left it.
 type Gate struct {
-	Name   string `json:"name"`
-	To     string `json:"to"`
-	State  string `json:"state"` // waiting, promoted, refused
+	Name string `json:"name"`
+	To   string `json:"to"`
+	Mode string `json:"mode,omitempty"`
+	// State is the gate's (promote.State): UpToDate, Waiting, Ready,
+	// Promoted, Proposed, InReview, Refused, Failed.
+	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Candidate is the commit the gate is about; Since when its wait
+	// began; Until the earliest it can pass; Commit what was pushed.
+	Candidate string    `json:"candidate,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	Until     time.Time `json:"until,omitzero"`
+	Commit    string    `json:"commit,omitempty"`
 }
 
 // Config describes the automator the pages are about.
@@ -96,6 +125,9 @@ type Config struct {
 	// Records, when set, adds deployment records and promotion gates to
 	// the fleet page.
 	Records Records
+	// Mirror is the gates' bare mirror (<--workdir>.mirror): the fleet
+	// reads there the branches the clone does not hold.
+	Mirror string
 }
 
 // Handler serves the pages and the API.
@@ -135,7 +167,7 @@ func New(auth webui.Checker, plan Planner, rec *Record, cfg Config, log *zap.Log
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{plan: plan, rec: rec, cfg: cfg, clone: newClone(cfg.Clone, cfg.ManifestPath), ui: ui, log: log}, nil
+	return &Handler{plan: plan, rec: rec, cfg: cfg, clone: newClone(cfg.Clone, cfg.ManifestPath, cfg.Mirror), ui: ui, log: log}, nil
 }
 
 // Mount adds the pages, the API and the login routes to mux.
@@ -167,13 +199,13 @@ func shortHash(s string) string {
 // and healthy, amber for pending, red for failed.
 func badge(result string) string {
 	switch result {
-	case "committed", "promoted":
+	case "committed", "promoted", "Promoted", "Proposed":
 		return "applied"
-	case "unchanged", "healthy":
+	case "unchanged", "healthy", "UpToDate":
 		return "Current"
-	case "planned", "waiting", "applied":
+	case "planned", "waiting", "applied", "superseded", "Waiting", "Ready", "InReview":
 		return "InProgress"
-	case "failed", "untrusted", "stuck", "degraded", "refused":
+	case "failed", "untrusted", "stuck", "degraded", "refused", "Refused", "Failed":
 		return "failed"
 	}
 	return ""

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 
 	"driftless.dev/automator/internal/automate"
 	"driftless.dev/automator/internal/loop"
+	"driftless.dev/automator/internal/promote"
 	"driftless.dev/automator/internal/registry"
 	"driftless.dev/automator/internal/web"
 	"driftless.dev/shared/gitrepo"
@@ -56,6 +58,9 @@ type fixture struct {
 	srv                     *httptest.Server
 	h                       http.Handler
 	viewer, actor, stranger string
+	// runner and gates are the promotion gates, with options.gates.
+	runner *promote.Runner
+	gates  *web.Gates
 }
 
 type options struct {
@@ -68,6 +73,12 @@ type options struct {
 	// seed fills the registry for custom policies.
 	seed   func(f *fixture) error
 	noLoop bool
+	// gates, when set, makes the fleet's Records the promotion gates of
+	// the repository (a promote.Runner on a mirror of its own, as run
+	// wires it), with this configuration.
+	gates *promote.Config
+	// gatesPassword, when set, is the password the gates' mirror uses.
+	gatesPassword string
 }
 
 // policies holds a Driftless policy, one whose repository does not exist,
@@ -174,10 +185,24 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	f.rec = web.NewRecord()
 	f.lp = loop.New(f.auto, zap.NewNop(), f.rec.Observe)
+	mirror := ""
+	if o.gates != nil {
+		mirror = clone + ".mirror"
+		password := cmp.Or(o.gatesPassword, gitPassword)
+		m, err := gitrepo.OpenMirror(mirror, f.git.RepoURL("fleet"), gitrepo.Auth{Username: "bot", Password: password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.runner, err = promote.New(*o.gates, m, zaptest.NewLogger(t)); err != nil {
+			t.Fatal(err)
+		}
+		f.gates = web.NewGates(f.runner, time.Hour)
+		o.records = f.gates
+	}
 	dyn := dynamic.NewForConfigOrDie(cluster.Config)
 	h, err := web.New(webauth.New(dyn), f.auto, f.rec, web.Config{
 		Repository: gitrepo.Redact(f.git.RepoURL("fleet")), Branch: "main", PushBranch: o.pushBranch, Clone: clone,
-		LeaseNamespace: f.ns, LeaseName: "driftless-automator", Leading: o.leading, Records: o.records,
+		LeaseNamespace: f.ns, LeaseName: "driftless-automator", Leading: o.leading, Records: o.records, Mirror: mirror,
 	}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)

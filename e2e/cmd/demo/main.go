@@ -41,7 +41,7 @@ func root() *cobra.Command {
 	r := &cobra.Command{Use: "demo", Short: "The Driftless loop on one machine", SilenceUsage: true, SilenceErrors: true}
 	var opts fleet.Options
 	var dir string
-	var polling bool
+	var polling, processes bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the loop up, walk a new tag through it, then keep running until SIGTERM",
@@ -54,7 +54,11 @@ func root() *cobra.Command {
 			}
 			opts.Dir = abs
 			opts.Webhooks = !polling
+			opts.InCluster = !processes
 			if polling {
+				if !processes {
+					return errors.New("--polling runs the programs as local processes: add --processes (in Pods, the webhooks reach the programs' Services)")
+				}
 				opts.Interval = 5 * time.Second
 			}
 			err = up(ctx, opts)
@@ -69,9 +73,12 @@ func root() *cobra.Command {
 	up.Flags().StringVar(&opts.Automator, "automator", "bin/automator", "the automator binary")
 	up.Flags().StringVar(&opts.Synchronizer, "synchronizer", "bin/synchronizer", "the synchronizer binary")
 	up.Flags().StringVar(&opts.Manifests, "manifests", "manifests", "the manifests/ folder")
-	up.Flags().BoolVar(&polling, "polling", false, "no webhooks: both programs poll every 5s")
+	up.Flags().BoolVar(&polling, "polling", false, "no webhooks: both programs poll every 5s (with --processes)")
 	up.Flags().DurationVar(&opts.Soak, "soak", 3*time.Second, "the promotion gate's soak time in dev (shortened for the demo); 0 merges dev into prod by hand instead")
-	up.Flags().BoolVar(&opts.InCluster, "in-cluster", false, "run the programs as the manifests' Deployments on a real node in each cluster, from images built from this tree")
+	up.Flags().BoolVar(&processes, "processes", false, "run the programs as local processes with the manifests' ServiceAccounts' tokens (their /status and /metrics on 127.0.0.1), instead of as the manifests' Deployments in Pods on a real node of each cluster")
+	var inCluster bool
+	up.Flags().BoolVar(&inCluster, "in-cluster", true, "the programs run in Pods (the default)")
+	_ = up.Flags().MarkDeprecated("in-cluster", "the programs run in Pods by default; --processes runs them as local processes")
 
 	var timeout time.Duration
 	follow := &cobra.Command{
@@ -113,14 +120,6 @@ func up(ctx context.Context, opts fleet.Options) error {
 		os.Stderr = gitLog
 	}
 	heading("Start the environment, seed the repository, install manifests/, run the programs")
-	if opts.InCluster && !opts.Webhooks {
-		return errors.New("--in-cluster runs with webhooks: drop --polling")
-	}
-	if opts.InCluster {
-		// The releases run the programs without records or gates: the
-		// promotion stays a merge by hand.
-		opts.Soak = 0
-	}
 	f, err := fleet.Start(ctx, opts)
 	if f != nil {
 		defer f.Stop()
@@ -169,6 +168,11 @@ func up(ctx context.Context, opts fleet.Options) error {
 	}
 	fmt.Printf("kubectl scale --replicas=5 reverted to 2 in %s\n", time.Since(start).Round(time.Millisecond))
 
+	heading("The web UI of each program")
+	if err := showUI(ctx, f, opts); err != nil {
+		return err
+	}
+
 	fmt.Printf("\nThe demo took %s.\n\n%s\n%s\n", time.Since(t0).Round(100*time.Millisecond), f.Explore(opts.Dir), readyMarker)
 	<-ctx.Done()
 	fmt.Println("stopping")
@@ -195,6 +199,47 @@ func showRecords(ctx context.Context, f *fleet.Fleet, opts fleet.Options, t flee
 	fmt.Printf("\n$ automator history --git-url %s --git-branch dev --policy-path policies --image %s\n%s", f.Git.RepoURL(fleet.Repo), fleet.Image, out)
 	return nil
 }
+
+// showUI makes a token to log in with, prints where each program's pages
+// are, and what the automator's fleet page says of the records and gates.
+func showUI(ctx context.Context, f *fleet.Fleet, opts fleet.Options) error {
+	ui, err := f.UIAccess(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Log in with a token of the ServiceAccount driftless-system/%s (TokenRequest API, valid %.0f h), which a Role in\n"+
+		"each cluster lets view and act on both programs (get and update on the ConfigMap driftless and the Lease\n"+
+		"driftless-automator) and nothing else. The token is in a file, never printed; a cluster's programs accept only its own:\n\n", fleet.UIOperator, fleet.UITokenTTL.Hours())
+	for _, p := range []struct{ name, what, cluster string }{
+		{"automator", "automator (dev)", "dev"}, {"sync-dev", "synchronizer dev", "dev"}, {"sync-prod", "synchronizer prod", "prod"},
+	} {
+		fmt.Printf("  %-18s %-30s token: cat %s\n", p.what, ui.URLs[p.name], ui.TokenFiles[p.cluster])
+	}
+	if opts.InCluster {
+		fmt.Printf("\n127.0.0.1 forwards each connection to the program's leading Pod. ")
+	} else {
+		fmt.Printf("\n")
+	}
+	fmt.Printf("The session cookie is Secure: browsers keep it over plain HTTP\n" +
+		"on localhost only (from another machine: ssh -L PORT:127.0.0.1:PORT).\n")
+	if opts.Soak == 0 {
+		return nil
+	}
+	// The fleet page, read with that token, once it has prod's record of
+	// the merge.
+	var v fleet.FleetView
+	var readErr error
+	if err := fleet.Until(ctx, time.Minute, "the fleet page to show prod healthy", func() bool {
+		v, readErr = ui.Fleet(ctx)
+		return readErr == nil && v.Healthy("prod", "prod")
+	}); err != nil {
+		return fmt.Errorf("%w (last read: %v, %s)", err, readErr, v.Says())
+	}
+	fmt.Printf("\nThe automator's fleet page (%sfleet), from Git alone, with the records and the gate:\n%s\n", ui.URLs["automator"], indent(v.Says()))
+	return nil
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
 
 // followLog prints path as it grows, until a marker line or the process
 // in pidFile exits.
