@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -406,8 +407,13 @@ func (r *Repo) Verify(k *Keyring, tip, anchor plumbing.Hash) error {
 
 // MarkVerified records h as verified: a commit this program made on top of
 // verified history.
+//
+// The record is written through a rename, never in place: a kill leaves
+// the old record or the new one, and a clone cloned again keeps it (see
+// Check). Losing it would shorten the history the next pass verifies.
 func (r *Repo) MarkVerified(h plumbing.Hash) error {
-	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h)); err != nil {
+	gitDir := filepath.Join(r.dir, ".git")
+	if err := writeAtomic(gitDir, filepath.Join(gitDir, filepath.FromSlash(verifiedRef.String())), []byte(h.String()+"\n")); err != nil {
 		return fmt.Errorf("record %s as verified: %w", h, err)
 	}
 	return nil
