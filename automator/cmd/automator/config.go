@@ -201,7 +201,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint, ecr.WithAllowedAccounts(c.awsAccounts...), ecr.WithAllowedRoles(c.awsRoles...))
 		creds.ECR = b.ecr
 	}
-	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth)
+	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth, gitrepo.WithLog(log.Named("git")))
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,7 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := source.New(scfg)
+			s, err := source.New(scfg, source.WithLog(log.Named("source")))
 			if err != nil {
 				return err
 			}
