@@ -1,13 +1,25 @@
 package testenv
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // This file holds the faults the reliability suite injects: the states a
@@ -237,4 +249,192 @@ func workFile(dir string) (string, error) {
 		return "", fmt.Errorf("%w: no working file in %s", ErrNotApplicable, dir)
 	}
 	return found, nil
+}
+
+// Fault is what a FaultProxy does to the requests it matches.
+type Fault struct {
+	// Status answers with this HTTP status (429, 500, 503, ...) instead of
+	// forwarding; a 429 or 503 carries Retry-After: 1.
+	Status int
+	// Latency delays each request this long before forwarding it.
+	Latency time.Duration
+	// Drop closes the connection without an answer.
+	Drop bool
+	// Down stops listening: connections are refused until the fault is
+	// cleared (the port stays reserved by nobody, as a crashed server's).
+	Down bool
+	// Match limits the fault to the requests it accepts; nil: all.
+	Match func(*http.Request) bool
+}
+
+// String names the fault for a report: "429", "slow 2s", "drop", "down".
+func (f Fault) String() string {
+	switch {
+	case f.Down:
+		return "down"
+	case f.Drop:
+		return "drop"
+	case f.Status != 0:
+		return strconv.Itoa(f.Status)
+	case f.Latency > 0:
+		return "slow " + f.Latency.String()
+	}
+	return "healthy"
+}
+
+// FaultProxy is an HTTP(S) reverse proxy on a loopback port in front of a
+// real server (the registry, the Git server, the API server), with a
+// switch: Set(Fault{...}) makes the server look throttled, failing, slow,
+// unreachable or gone; Set(Fault{}) makes it healthy again. Streaming
+// answers (watches, git packs) pass through as they come.
+type FaultProxy struct {
+	// Host is host:port, URL the base URL clients use instead of the
+	// server's.
+	Host, URL string
+
+	target  *url.URL
+	rp      *httputil.ReverseProxy
+	tls     *tls.Config
+	mu      sync.Mutex
+	fault   Fault
+	srv     *http.Server
+	l       net.Listener
+	faulted atomic.Int64
+	total   atomic.Int64
+}
+
+// FaultProxyOptions configure StartFaultProxy.
+type FaultProxyOptions struct {
+	// Transport reaches the server. Default: http.DefaultTransport.
+	Transport http.RoundTripper
+	// TLS, when set, serves HTTPS with it (a certificate clients trust).
+	TLS *tls.Config
+}
+
+// StartFaultProxy starts a healthy proxy in front of the server at target
+// (a base URL).
+func StartFaultProxy(target string, opts FaultProxyOptions) (*FaultProxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("fault proxy: target %q: %w", target, err)
+	}
+	p := &FaultProxy{target: u, tls: opts.TLS}
+	p.rp = httputil.NewSingleHostReverseProxy(u)
+	p.rp.FlushInterval = -1
+	if opts.Transport != nil {
+		p.rp.Transport = opts.Transport
+	}
+	p.rp.ErrorLog = log.New(io.Discard, "", 0)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("fault proxy: listen: %w", err)
+	}
+	p.Host = l.Addr().String()
+	scheme := "http"
+	if p.tls != nil {
+		scheme = "https"
+	}
+	p.URL = scheme + "://" + p.Host
+	p.serve(l)
+	return p, nil
+}
+
+func (p *FaultProxy) serve(l net.Listener) {
+	if p.tls != nil {
+		l = tls.NewListener(l, p.tls)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(p.handle), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	p.srv, p.l = srv, l
+	go func() { _ = srv.Serve(l) }()
+}
+
+// Set switches the fault on (the zero Fault: healthy). Down closes the
+// listener and every open connection; clearing it listens again on the
+// same port.
+func (p *FaultProxy) Set(f Fault) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wasDown := p.fault.Down
+	p.fault = f
+	switch {
+	case f.Down && !wasDown:
+		_ = p.srv.Close()
+	case !f.Down && wasDown:
+		l, err := net.Listen("tcp", p.Host)
+		if err != nil {
+			return fmt.Errorf("fault proxy: listen again on %s: %w", p.Host, err)
+		}
+		p.serve(l)
+	}
+	return nil
+}
+
+// Faulted is how many requests a fault was applied to, Total how many
+// arrived.
+func (p *FaultProxy) Faulted() int64 { return p.faulted.Load() }
+func (p *FaultProxy) Total() int64   { return p.total.Load() }
+
+func (p *FaultProxy) handle(w http.ResponseWriter, r *http.Request) {
+	p.total.Add(1)
+	p.mu.Lock()
+	f := p.fault
+	p.mu.Unlock()
+	if f.Match != nil && !f.Match(r) {
+		f = Fault{}
+	}
+	if f.Status != 0 || f.Latency > 0 || f.Drop {
+		p.faulted.Add(1)
+	}
+	switch {
+	case f.Drop:
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				c.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // HTTP/2: the stream is reset
+	case f.Status != 0:
+		if f.Status == http.StatusTooManyRequests || f.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		http.Error(w, "fault injected: "+http.StatusText(f.Status), f.Status)
+		return
+	case f.Latency > 0:
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(f.Latency):
+		}
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// Stop closes the proxy.
+func (p *FaultProxy) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.srv.Close()
+}
+
+// StartAPIProxy starts a FaultProxy in front of the cluster's API server,
+// serving HTTPS with a certificate of the cluster's CA, so a client of
+// ServiceAccountConfig (a bearer token; client certificates do not pass a
+// proxy) reaches the cluster through it once its Host is the proxy's URL.
+func (c *Cluster) StartAPIProxy() (*FaultProxy, error) {
+	certPEM, keyPEM, err := c.ca.issue("driftless-fault-proxy", nil, "127.0.0.1", "localhost")
+	if err != nil {
+		return nil, fmt.Errorf("fault proxy: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("fault proxy: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.ca.certPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true,
+		MaxIdleConnsPerHost: 100}
+	return StartFaultProxy(c.Config.Host, FaultProxyOptions{Transport: tr,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}})
 }
