@@ -170,7 +170,7 @@ func parseDistribution(body []byte) ([]Push, error) {
 	for _, e := range env.Events {
 		// Only a tag pushed can change a choice; blob pushes and pulls
 		// cannot.
-		if e.Action == "push" && e.Target.Tag != "" {
+		if e.Action == "push" && e.Target.Tag != "" && e.Target.Repository != "" {
 			out = append(out, Push{Repository: e.Target.Repository, Tag: e.Target.Tag})
 		}
 	}
@@ -186,7 +186,7 @@ func parseDockerHub(body []byte) ([]Push, error) {
 			RepoName string `json:"repo_name"`
 		} `json:"repository"`
 	}
-	if err := json.Unmarshal(body, &ev); err != nil || ev.Repository.RepoName == "" {
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Repository.RepoName == "" || ev.PushData.Tag == "" {
 		return nil, errors.New("webhook from Docker Hub: want repository.repo_name and push_data.tag")
 	}
 	repo := ev.Repository.RepoName
