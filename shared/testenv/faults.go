@@ -301,6 +301,7 @@ type FaultProxy struct {
 	l       net.Listener
 	faulted atomic.Int64
 	total   atomic.Int64
+	observe func(*http.Request)
 }
 
 // FaultProxyOptions configure StartFaultProxy.
@@ -370,6 +371,15 @@ func (p *FaultProxy) Set(f Fault) error {
 	return nil
 }
 
+// Observe calls fn with every request before it is faulted or forwarded,
+// in the request's goroutine: fn may hold it (to kill its sender at that
+// moment). nil stops observing.
+func (p *FaultProxy) Observe(fn func(*http.Request)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.observe = fn
+}
+
 // Faulted is how many requests a fault was applied to, Total how many
 // arrived.
 func (p *FaultProxy) Faulted() int64 { return p.faulted.Load() }
@@ -378,8 +388,11 @@ func (p *FaultProxy) Total() int64   { return p.total.Load() }
 func (p *FaultProxy) handle(w http.ResponseWriter, r *http.Request) {
 	p.total.Add(1)
 	p.mu.Lock()
-	f := p.fault
+	f, observe := p.fault, p.observe
 	p.mu.Unlock()
+	if observe != nil {
+		observe(r)
+	}
 	if f.Match != nil && !f.Match(r) {
 		f = Fault{}
 	}
