@@ -25,7 +25,7 @@ import (
 func runCommand() *cobra.Command {
 	var c passConfig
 	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
-	var refresh time.Duration
+	var refresh, passTimeout time.Duration
 	var elect, once bool
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -52,6 +52,9 @@ func runCommand() *cobra.Command {
 			if refresh < time.Second {
 				return fmt.Errorf("--refresh %s: at least 1s", refresh)
 			}
+			if passTimeout < time.Second {
+				return fmt.Errorf("--pass-timeout %s: at least 1s", passTimeout)
+			}
 			if once {
 				return runOnce(ctx, &c)
 			}
@@ -69,7 +72,7 @@ func runCommand() *cobra.Command {
 			defer log.Sync() //nolint:errcheck
 			reg := serve.NewRegistry()
 			m := metrics.New(reg)
-			lp := loop.New(b.auto, log.Named("loop"), m.Observe)
+			lp := loop.New(b.auto, log.Named("loop"), m.Observe, loop.WithPassTimeout(passTimeout))
 
 			var el *leader.Elector
 			if elect {
@@ -113,6 +116,7 @@ func runCommand() *cobra.Command {
 	fs.StringVar(&secret, "webhook-secret", "", "shared secret the registry webhook must present; prefer DRIFTLESS_WEBHOOK_SECRET or --webhook-secret-file")
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret (an empty file is an error)")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
+	fs.DurationVar(&passTimeout, "pass-timeout", loop.DefaultPassTimeout, "bound on one pass: a registry or Git server that never answers fails the pass, which is retried")
 	fs.BoolVar(&once, "once", false, "do one pass and exit (non-zero if it failed): for a CronJob or CI")
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
 	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")
