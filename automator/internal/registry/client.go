@@ -159,6 +159,11 @@ func Classify(err error) error {
 		return refused
 	}
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		// Before the transport errors: an insecure registry is probed
+		// over HTTPS and HTTP at once, and the HTTPS probe's quick
+		// failure would hide that the registry never answered.
+		return fmt.Errorf("%w: no answer before the deadline: %w", ErrUnreachable, context.DeadlineExceeded)
 	case errors.As(err, &terr):
 		switch {
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
@@ -171,7 +176,7 @@ func Classify(err error) error {
 		return fmt.Errorf("HTTP %d: %s", terr.StatusCode, redact(terr.Error()))
 	case errors.As(err, &uerr):
 		return fmt.Errorf("%w: %s %s: %v", ErrUnreachable, uerr.Op, redactURL(uerr.URL), uerr.Err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return err
 	}
 	return errors.New(redact(err.Error()))
