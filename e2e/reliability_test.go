@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"driftless.dev/e2e/fleet"
 	"driftless.dev/shared/testenv"
 )
 
@@ -27,6 +29,7 @@ import (
 //
 //	DRIFTLESS_SEED   the seed of every random choice (default: the clock); printed
 //	DRIFTLESS_KILLS  kills per program (default 3, the short form)
+//	DRIFTLESS_FAULT  only the faults whose name holds this (default: all)
 
 // row is one line of the reliability table.
 type row struct {
@@ -238,4 +241,246 @@ func TestReliabilityKills(t *testing.T) {
 	if len(failures) > 0 {
 		t.Logf("losses:\n%s", strings.Join(failures, "\n"))
 	}
+}
+
+// mark is where a fault started: each log's size, the metrics a case
+// watches, the time.
+type mark struct {
+	log     map[string]int64
+	metrics map[string]float64
+	at      time.Time
+}
+
+// evidence is one thing a user sees while a fault lasts.
+type evidence struct {
+	where string
+	see   func(ctx context.Context, s *stand, m mark) (string, bool)
+}
+
+func inLog(program string, subs ...string) evidence {
+	return evidence{program + " log", func(_ context.Context, s *stand, m mark) (string, bool) {
+		return s.logLine(program, m.log[program], subs...)
+	}}
+}
+
+func metricUp(program, series string) evidence {
+	return evidence{program + " metric", func(_ context.Context, s *stand, m mark) (string, bool) {
+		v := s.metric(program, series)
+		return fmt.Sprintf("%s %g", series, v), v > m.metrics[series]
+	}}
+}
+
+func statusIs(phase, reason string) evidence {
+	return evidence{"synchronizer /status", func(_ context.Context, s *stand, _ mark) (string, bool) {
+		p, r := s.statusSummary()
+		return p + "/" + r, p == phase && (reason == "" || r == reason)
+	}}
+}
+
+func eventOf(reason string) evidence {
+	return evidence{"Event", func(ctx context.Context, s *stand, m mark) (string, bool) {
+		msg, ok := s.event(ctx, reason, m.at)
+		return reason + ": " + msg, ok
+	}}
+}
+
+// faultCase is one fault: how to switch it on and off, the work done
+// while it lasts, and what a user must see meanwhile.
+type faultCase struct {
+	name  string
+	on    func(s *stand)
+	off   func(s *stand)
+	work  func(s *stand)
+	seen  []evidence
+	watch []string // metric series whose increase is evidence
+	// despite: the loop must converge while the fault lasts (slow, not
+	// broken).
+	despite bool
+}
+
+func proxyFault(p func(*stand) []*testenv.FaultProxy, f testenv.Fault) (on, off func(*stand)) {
+	return func(s *stand) {
+			for _, x := range p(s) {
+				if err := x.Set(f); err != nil {
+					s.t.Fatal(err)
+				}
+			}
+		}, func(s *stand) {
+			for _, x := range p(s) {
+				if err := x.Set(testenv.Fault{}); err != nil {
+					s.t.Fatal(err)
+				}
+			}
+		}
+}
+
+func registry(s *stand) []*testenv.FaultProxy { return []*testenv.FaultProxy{s.regProxy} }
+func gitHost(s *stand) []*testenv.FaultProxy  { return []*testenv.FaultProxy{s.gitA, s.gitS} }
+func apiHost(s *stand) []*testenv.FaultProxy  { return []*testenv.FaultProxy{s.api} }
+
+const (
+	scanErrors    = `driftless_automator_scans_total{policy="chaos:web",result="error"}`
+	failedPasses  = `driftless_automator_passes_total{result="failed"}`
+	fetchFailures = `driftless_synchronizer_errors_total{reason="FetchFailed"}`
+	syncFailures  = `driftless_synchronizer_reconcile_duration_seconds_count{result="failed"}`
+)
+
+func faultCases() []faultCase {
+	tag := func(s *stand) { s.pushTag() }
+	both := func(s *stand) { s.pushTag(); s.change() }
+	change := func(s *stand) { s.change() }
+	var cases []faultCase
+	for _, code := range []int{429, 500, 503} {
+		on, off := proxyFault(registry, testenv.Fault{Status: code})
+		cases = append(cases, faultCase{name: fmt.Sprintf("registry answers %d", code), on: on, off: off, work: tag,
+			seen:  []evidence{inLog(automatorProc, "scan failed", policyKey, fmt.Sprintf("HTTP %d", code)), metricUp(automatorProc, scanErrors)},
+			watch: []string{scanErrors}})
+	}
+	on, off := proxyFault(registry, testenv.Fault{Latency: 2 * time.Second})
+	cases = append(cases, faultCase{name: "registry slow (2s a request)", on: on, off: off, work: tag, despite: true,
+		seen: []evidence{inLog(automatorProc, "pushed image update")}})
+	on, off = proxyFault(registry, testenv.Fault{Latency: 10 * time.Minute})
+	cases = append(cases, faultCase{name: "registry never answers", on: on, off: off, work: tag,
+		seen:  []evidence{inLog(automatorProc, "scan failed", policyKey, "registry unreachable: no answer before the deadline"), metricUp(automatorProc, scanErrors)},
+		watch: []string{scanErrors}})
+	on, off = proxyFault(registry, testenv.Fault{Drop: true})
+	cases = append(cases, faultCase{name: "registry drops connections", on: on, off: off, work: tag,
+		seen:  []evidence{inLog(automatorProc, "scan failed", policyKey, "registry unreachable"), metricUp(automatorProc, scanErrors)},
+		watch: []string{scanErrors}})
+	on, off = proxyFault(gitHost, testenv.Fault{Down: true})
+	cases = append(cases, faultCase{name: "Git server down", on: on, off: off, work: both,
+		seen: []evidence{inLog(automatorProc, "pass failed", "connection refused"), metricUp(automatorProc, failedPasses),
+			statusIs("Stalled", "FetchFailed"), eventOf("FetchFailed"), metricUp(synchronizerProc, fetchFailures)},
+		watch: []string{failedPasses, fetchFailures}})
+	on, off = proxyFault(gitHost, testenv.Fault{Latency: 2 * time.Second})
+	cases = append(cases, faultCase{name: "Git server slow (2s a request)", on: on, off: off, work: both, despite: true,
+		seen: []evidence{inLog(automatorProc, "pushed image update"), inLog(synchronizerProc, `"applied"`)}})
+	on, off = proxyFault(gitHost, testenv.Fault{Latency: 10 * time.Minute})
+	cases = append(cases, faultCase{name: "Git server never answers", on: on, off: off, work: both,
+		seen: []evidence{inLog(automatorProc, "pass failed", "did not finish within its timeout"), metricUp(automatorProc, failedPasses),
+			statusIs("Stalled", "FetchFailed"), metricUp(synchronizerProc, fetchFailures)},
+		watch: []string{failedPasses, fetchFailures}})
+	var undo func()
+	cases = append(cases, faultCase{name: "Git server rejects the automator's pushes", work: tag,
+		on: func(s *stand) { undo = s.rejectBotPushes() }, off: func(*stand) { undo() },
+		seen:  []evidence{inLog(automatorProc, "pass failed", "pre-receive hook declined"), metricUp(automatorProc, failedPasses)},
+		watch: []string{failedPasses}})
+	restarted := make(chan error, 1)
+	cases = append(cases, faultCase{name: "API server restarted mid-apply", work: change,
+		on: func(s *stand) {
+			var once atomic.Bool
+			s.api.Observe(func(r *http.Request) {
+				if apiWrite(http.MethodPatch, "/configmaps/cm-", false)(r) && once.CompareAndSwap(false, true) {
+					go func() {
+						s.cluster.StopAPIServer()
+						restarted <- s.cluster.StartAPIServer(context.Background())
+					}()
+				}
+			})
+		},
+		off: func(s *stand) {
+			s.api.Observe(nil)
+			if err := <-restarted; err != nil {
+				s.t.Fatalf("restart the API server: %v", err)
+			}
+		},
+		seen:  []evidence{inLog(synchronizerProc, "pass failed"), statusIs("Stalled", ""), metricUp(synchronizerProc, syncFailures)},
+		watch: []string{syncFailures}})
+	for _, code := range []int{429, 500} {
+		on, off := proxyFault(apiHost, testenv.Fault{Status: code})
+		cases = append(cases, faultCase{name: fmt.Sprintf("API server answers %d", code), on: on, off: off, work: change,
+			seen:  []evidence{inLog(synchronizerProc, "pass failed"), statusIs("Stalled", ""), metricUp(synchronizerProc, syncFailures)},
+			watch: []string{syncFailures}})
+	}
+	return cases
+}
+
+// TestReliabilityFaults switches each fault on while the loop has work
+// to do, checks that a user sees it (logs, /status, Events, metrics),
+// switches it off, and checks that the loop converges within the bound
+// with its invariants intact. A slow server must not stop the loop at
+// all.
+func TestReliabilityFaults(t *testing.T) {
+	s := newStand(t, standOptions{})
+	ctx := t.Context()
+	if _, err := s.waitConverged(ctx, convergeLimit); err != nil {
+		t.Fatal(err)
+	}
+	for _, fc := range faultCases() {
+		if only := os.Getenv("DRIFTLESS_FAULT"); only != "" && !strings.Contains(fc.name, only) {
+			continue
+		}
+		m := mark{log: map[string]int64{automatorProc: s.logSize(automatorProc), synchronizerProc: s.logSize(synchronizerProc)},
+			metrics: map[string]float64{}, at: time.Now()}
+		for _, series := range fc.watch {
+			for _, p := range []string{automatorProc, synchronizerProc} {
+				if strings.HasPrefix(series, "driftless_"+p) {
+					m.metrics[series] = s.metric(p, series)
+				}
+			}
+		}
+		fc.on(s)
+		fc.work(s)
+		lost := 0
+		var seen []string
+		for _, ev := range fc.seen {
+			what := ""
+			err := fleet.Until(ctx, 90*time.Second, fc.name+": "+ev.where, func() bool {
+				var ok bool
+				what, ok = ev.see(ctx, s, m)
+				return ok
+			})
+			if err != nil {
+				lost = 1
+				t.Errorf("%s: never seen in the %s (last: %s)\n%s", fc.name, ev.where, what, s.diagnose())
+				continue
+			}
+			seen = append(seen, ev.where+": "+shorten(what))
+		}
+		var took time.Duration
+		var err error
+		if fc.despite {
+			took, err = s.waitConverged(ctx, convergeLimit)
+			fc.off(s)
+		} else {
+			fc.off(s)
+			took, err = s.waitConverged(ctx, convergeLimit)
+		}
+		if err == nil {
+			err = s.invariants(ctx)
+		}
+		if err != nil {
+			lost = 1
+			t.Errorf("%s: %v\n%s", fc.name, err, s.diagnose())
+		}
+		t.Logf("%s: converged %s after the fault ended\n  %s", fc.name, took.Round(time.Millisecond), strings.Join(seen, "\n  "))
+		report(t, row{Scenario: "fault: " + fc.name, Tried: 1, Lost: lost,
+			Detail: fmt.Sprintf("seen in %s; converged in %s once healthy", whereSeen(fc.seen), took.Round(100*time.Millisecond))})
+	}
+}
+
+func whereSeen(evs []evidence) string {
+	var out []string
+	for _, ev := range evs {
+		if !slices.Contains(out, ev.where) {
+			out = append(out, ev.where)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// shorten keeps a log line readable: its message and error.
+func shorten(line string) string {
+	var l map[string]any
+	if json.Unmarshal([]byte(line), &l) == nil {
+		msg := fmt.Sprint(l["msg"])
+		if e, ok := l["error"]; ok {
+			msg += ": " + fmt.Sprint(e)
+		}
+		line = msg
+	}
+	if len(line) > 200 {
+		line = line[:200] + "..."
+	}
+	return line
 }

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"net/http"
@@ -77,6 +79,9 @@ const (
 	policyKey        = "chaos:web"
 	statusNamespace  = "driftless-system"
 	personName       = "Release Manager"
+	// passTimeout bounds each program's pass on the stand: a server that
+	// never answers costs this long, then the pass is retried.
+	passTimeout = 20 * time.Second
 )
 
 type standProc struct {
@@ -151,7 +156,7 @@ func newStand(t testing.TB, opts standOptions) *stand {
 		"--git-password-file", filepath.Join(s.dir, "git-token"), "--policy-path", "policies", "--manifest-path", "app",
 		"--insecure-registries", s.regProxy.Host, "--workdir", s.cloneDir(automatorProc),
 		"--listen", s.listen[automatorProc], "--webhook-secret-file", filepath.Join(s.dir, "hook-secret"),
-		"--refresh", s.interval.String(), "--log-format", "json", "--log-level", "debug",
+		"--refresh", s.interval.String(), "--pass-timeout", passTimeout.String(), "--log-format", "json", "--log-level", "debug",
 	}, opts.extraAutomatorArgs...)
 	s.env[automatorProc] = opts.automatorEnv
 	s.args[synchronizerProc] = []string{"run",
@@ -159,7 +164,8 @@ func newStand(t testing.TB, opts standOptions) *stand {
 		"--git-username", "driftless", "--git-password-file", filepath.Join(s.dir, "git-token"),
 		"--checkout-dir", s.cloneDir(synchronizerProc), "--kubeconfig", filepath.Join(s.dir, "sync.kubeconfig"),
 		"--listen", s.listen[synchronizerProc], "--webhook-secret-file", filepath.Join(s.dir, "hook-secret"),
-		"--interval", s.interval.String(), "--health-timeout", "2m", "--log-format", "json", "--log-level", "debug",
+		"--interval", s.interval.String(), "--pass-timeout", passTimeout.String(), "--health-timeout", "2m",
+		"--log-format", "json", "--log-level", "debug",
 	}
 	t.Cleanup(s.stop)
 	t.Cleanup(func() {
@@ -549,4 +555,94 @@ func tailOf(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// logSize is how much a program has logged so far, to read what it logs
+// from now on.
+func (s *stand) logSize(name string) int64 {
+	st, err := os.Stat(filepath.Join(s.dir, name+".log"))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// logLine returns the first line a program logged after offset that
+// holds every one of subs.
+func (s *stand) logLine(name string, offset int64, subs ...string) (string, bool) {
+	b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+	if int64(len(b)) < offset {
+		offset = 0
+	}
+	for _, l := range strings.Split(string(b[offset:]), "\n") {
+		found := true
+		for _, sub := range subs {
+			found = found && strings.Contains(l, sub)
+		}
+		if found && l != "" {
+			return l, true
+		}
+	}
+	return "", false
+}
+
+// metric returns the value of the first series of a program's /metrics
+// that starts with prefix (0 when there is none).
+func (s *stand) metric(name, prefix string) float64 {
+	resp, err := http.Get("http://" + s.listen[name] + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			var v float64
+			fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+			return v
+		}
+	}
+	return 0
+}
+
+// statusSummary is the synchronizer's /status as anyone reads it.
+func (s *stand) statusSummary() (phase, reason string) {
+	resp, err := http.Get("http://" + s.listen[synchronizerProc] + "/status")
+	if err != nil {
+		return "", ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Status struct{ Phase, Reason string } `json:"status"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Status.Phase, st.Status.Reason
+}
+
+// event returns the message of an Event with reason that the
+// synchronizer recorded after since.
+func (s *stand) event(ctx context.Context, reason string, since time.Time) (string, bool) {
+	list, err := s.cs.CoreV1().Events(statusNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", false
+	}
+	for _, e := range list.Items {
+		if e.Reason == reason && !e.LastTimestamp.Time.Before(since.Truncate(time.Second)) {
+			return e.Message, true
+		}
+	}
+	return "", false
+}
+
+// rejectBotPushes installs a pre-receive hook on the repository that
+// refuses any push whose new commit the automator wrote, as a protected
+// branch would; undo removes it.
+func (s *stand) rejectBotPushes() (undo func()) {
+	hook := filepath.Join(s.git.Root, standRepo+".git", "hooks", "pre-receive")
+	script := "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$(git log -1 --format=%an \"$new\")\" = \"Driftless Automator\" ]; then\n    echo \"pushes by the automator are frozen\" >&2; exit 1\n  fi\ndone\n"
+	os.MkdirAll(filepath.Dir(hook), 0o755)
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	return func() { os.Remove(hook) }
 }
