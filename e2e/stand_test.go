@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,8 @@ type stand struct {
 	image string
 	// ns is where the application's objects live.
 	ns string
+	// policyAuth is added to the policy's spec.
+	policyAuth string
 
 	mu      sync.Mutex
 	procs   map[string]*standProc
@@ -92,19 +95,22 @@ type standProc struct {
 }
 
 type standOptions struct {
+	// canary is every secret of the stand; default a random one.
+	canary string
 	// auth: the registry requires user AWS and the canary as password.
 	auth bool
-	// extraAutomatorArgs and automatorEnv are added to the automator's.
-	extraAutomatorArgs []string
-	automatorEnv       []string
-	// image overrides the repository the manifests and the policy name.
-	image string
+	// automator adds arguments and environment to the automator's, once
+	// the stand's servers run.
+	automator func(s *stand) (args, env []string)
+	// image overrides the repository the manifests and the policy name;
+	// policyAuth is added to the policy's spec.
+	image, policyAuth string
 }
 
 func newStand(t testing.TB, opts standOptions) *stand {
 	t.Helper()
 	ctx := t.Context()
-	s := &stand{t: t, dir: t.TempDir(), interval: 5 * time.Second, canary: "CANARY-" + randomHex(12),
+	s := &stand{t: t, dir: t.TempDir(), interval: 5 * time.Second, canary: cmp.Or(opts.canary, "CANARY-"+randomHex(12)), policyAuth: opts.policyAuth,
 		procs: map[string]*standProc{}, args: map[string][]string{}, env: map[string][]string{}, listen: map[string]string{}}
 	s.listen[automatorProc], s.listen[synchronizerProc] = freeAddr(t), freeAddr(t)
 	for name, body := range map[string]string{"git-token": s.canary, "hook-secret": s.canary} {
@@ -151,14 +157,18 @@ func newStand(t testing.TB, opts standOptions) *stand {
 	s.seed()
 	s.kubeconfig()
 
-	s.args[automatorProc] = append([]string{"run",
+	s.args[automatorProc] = []string{"run",
 		"--git-url", s.gitA.URL + "/" + standRepo + ".git", "--git-branch", "main", "--git-username", "driftless",
 		"--git-password-file", filepath.Join(s.dir, "git-token"), "--policy-path", "policies", "--manifest-path", "app",
 		"--insecure-registries", s.regProxy.Host, "--workdir", s.cloneDir(automatorProc),
 		"--listen", s.listen[automatorProc], "--webhook-secret-file", filepath.Join(s.dir, "hook-secret"),
 		"--refresh", s.interval.String(), "--pass-timeout", passTimeout.String(), "--log-format", "json", "--log-level", "debug",
-	}, opts.extraAutomatorArgs...)
-	s.env[automatorProc] = opts.automatorEnv
+	}
+	if opts.automator != nil {
+		args, env := opts.automator(s)
+		s.args[automatorProc] = append(s.args[automatorProc], args...)
+		s.env[automatorProc] = env
+	}
 	s.args[synchronizerProc] = []string{"run",
 		"--repo-url", s.gitS.URL + "/" + standRepo + ".git", "--branch", "main", "--path", "app",
 		"--git-username", "driftless", "--git-password-file", filepath.Join(s.dir, "git-token"),
@@ -187,7 +197,7 @@ func (s *stand) cloneDir(name string) string { return filepath.Join(s.dir, name+
 func (s *stand) seed() {
 	t := s.t
 	files := map[string]string{
-		"policies/web.yaml": fmt.Sprintf("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: web, namespace: chaos}\nspec:\n  image: %s\n  interval: %s\n  policy:\n    semver: {range: \">=1.0.0\"}\n", s.image, s.interval),
+		"policies/web.yaml": fmt.Sprintf("apiVersion: driftless.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: web, namespace: chaos}\nspec:\n  image: %s\n  interval: %s\n  policy:\n    semver: {range: \">=1.0.0\"}\n%s", s.image, s.interval, s.policyAuth),
 		"app/deployment.yaml": fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata:
