@@ -86,7 +86,8 @@ func (c *passConfig) validate() error {
 	var errs []error
 	if c.gitURL == "" {
 		errs = append(errs, errors.New("--git-url (DRIFTLESS_GIT_URL) is required"))
-	} else if !strings.Contains(c.gitURL, "://") && !strings.Contains(c.gitURL, "@") {
+	} else if u := c.gitURL; !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "ssh://") &&
+		(strings.Contains(u, "://") || !strings.Contains(u, "@")) {
 		errs = append(errs, fmt.Errorf("--git-url %q: want an https://, http:// or ssh:// URL", gitrepo.Redact(c.gitURL)))
 	}
 	if c.branch == "" {

@@ -48,6 +48,9 @@ func runCommand() *cobra.Command {
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := validateRun(cmd.Flags(), &src, &cl, rc, opts, buildTimeout); err != nil {
+				return err
+			}
 			scfg, err := src.config()
 			if err != nil {
 				return err
