@@ -84,7 +84,7 @@ const (
 	personName       = "Release Manager"
 	// passTimeout bounds each program's pass on the stand: a server that
 	// never answers costs this long, then the pass is retried.
-	passTimeout = 20 * time.Second
+	passTimeout = 10 * time.Second
 )
 
 type standProc struct {
