@@ -135,8 +135,7 @@ func read(r io.Reader, minBadInput int) ([]row, []string, error) {
 			passed := ev.Action == "pass"
 			switch {
 			case badInput.MatchString(ev.Test):
-				area := strings.ToLower(badInput.FindStringSubmatch(ev.Test)[1])
-				bad.add(area, id, passed)
+				bad.add(area(ev.Package, badInput.FindStringSubmatch(ev.Test)[1]), id, passed)
 			case recovers.MatchString(ev.Test):
 				rec.add(recovers.FindStringSubmatch(ev.Test)[1], id, passed)
 			case fuzz.MatchString(ev.Test):
@@ -160,6 +159,16 @@ func read(r io.Reader, minBadInput int) ([]row, []string, error) {
 	tried, lost = fz.total()
 	rows = append(rows, row{Scenario: fmt.Sprintf("fuzzing: %d targets, their seed corpora", len(fz.tried)), Tried: tried, Lost: lost, Detail: fz.detail()})
 	return rows, failed, nil
+}
+
+// area names where a bad-input case is tested: its package, or, for the
+// end-to-end tests, what the test names (flags, objects, ...).
+func area(pkg, test string) string {
+	p := strings.ReplaceAll(strings.TrimPrefix(pkg, "driftless.dev/"), "/internal/", "/")
+	if p == "e2e" {
+		return "e2e " + strings.ToLower(test)
+	}
+	return p
 }
 
 // print writes the table, then each row's detail.

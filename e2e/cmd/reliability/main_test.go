@@ -11,8 +11,9 @@ import (
 func TestTable(t *testing.T) {
 	in := strings.Join([]string{
 		`{"Action":"output","Package":"driftless.dev/e2e","Test":"TestReliabilityKills","Output":"    reliability_test.go:9: RELIABILITY {\"scenario\":\"kill -9 automator\",\"tried\":24,\"lost\":0,\"seed\":7}\n"}`,
-		`{"Action":"pass","Package":"p/policy","Test":"TestBadInputPolicies/no_image"}`,
-		`{"Action":"pass","Package":"p/policy","Test":"TestBadInputPolicies/no_image"}`,
+		`{"Action":"pass","Package":"driftless.dev/automator/internal/policy","Test":"TestBadInputPolicies/no_image"}`,
+		`{"Action":"pass","Package":"driftless.dev/automator/internal/policy","Test":"TestBadInputPolicies/no_image"}`,
+		`{"Action":"pass","Package":"driftless.dev/e2e","Test":"TestBadInputFlags/x"}`,
 		`{"Action":"fail","Package":"p/policy","Test":"TestBadInputPolicies/bad_range"}`,
 		`{"Action":"fail","Package":"p/policy","Test":"TestBadInputPolicies"}`,
 		`{"Action":"pass","Package":"p/update","Test":"TestBadInputMarkers/a_marker_on_a_key"}`,
@@ -31,7 +32,7 @@ func TestTable(t *testing.T) {
 	}
 	want := map[string][2]int{
 		"kill -9 automator": {24, 0},
-		"bad input":         {3, 1 + 2}, // one failed, two short of 5
+		"bad input":         {4, 1 + 1}, // one failed, one short of 5
 		"recovery from every state a kill leaves in a clone or checkout": {1, 0},
 		"fuzzing": {1, 0},
 	}
@@ -42,6 +43,11 @@ func TestTable(t *testing.T) {
 	}
 	if len(failed) != 1 || failed[0] != "p/policy.TestBadInputPolicies" {
 		t.Fatalf("failed %v", failed)
+	}
+	for _, r := range rows {
+		if strings.HasPrefix(r.Scenario, "bad input") && !strings.Contains(r.Detail, "automator/policy 1") || strings.HasPrefix(r.Scenario, "bad input") && !strings.Contains(r.Detail, "e2e flags 1") {
+			t.Errorf("bad input by area: %s", r.Detail)
+		}
 	}
 	var b strings.Builder
 	print(&b, rows, "7")
