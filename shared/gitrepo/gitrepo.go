@@ -98,10 +98,19 @@ type Repo struct {
 	// extra are the branches the last Fetch brought besides branch, so a
 	// clone made again brings them too.
 	extra []string
+	// later: a clone that fails in Open is made by the first Fetch.
+	later bool
 }
 
 // Option configures Open.
 type Option func(*Repo)
+
+// CloneLater makes Open return the Repo even when it cannot clone (the
+// remote is down or refuses the credentials): the first Fetch clones, and
+// its error is that pass's. For a program whose loop retries, which must
+// not exit, and wait out a restart back-off, because Git was away when it
+// started; a one-shot command wants the error at once (the default).
+func CloneLater() Option { return func(r *Repo) { r.later = true } }
 
 // WithLog logs what the clone does on its own: cloning again a clone it
 // found damaged. Default: silent.
@@ -128,16 +137,10 @@ func Open(ctx context.Context, dir, url, branch string, auth Auth, opts ...Optio
 		repo, err := git.PlainOpen(dir)
 		switch {
 		case err != nil:
-			if err := r.reclone(ctx, fmt.Errorf("%w: open: %w", ErrDamaged, err)); err != nil {
-				return nil, err
-			}
-			return r, nil
+			return r.orLater(r.reclone(ctx, fmt.Errorf("%w: open: %w", ErrDamaged, err)))
 		case !hasRemote(repo):
 			// Its config emptied or cut short mid-write.
-			if err := r.reclone(ctx, fmt.Errorf("%w: config: no remote origin", ErrDamaged)); err != nil {
-				return nil, err
-			}
-			return r, nil
+			return r.orLater(r.reclone(ctx, fmt.Errorf("%w: config: no remote origin", ErrDamaged)))
 		case !sameRemote(repo, url):
 			// A clone of something else: start over.
 			if err := os.RemoveAll(dir); err != nil {
@@ -145,19 +148,26 @@ func Open(ctx context.Context, dir, url, branch string, auth Auth, opts ...Optio
 			}
 		default:
 			if err := Check(repo, dir); err != nil {
-				if err := r.reclone(ctx, err); err != nil {
-					return nil, err
-				}
-			} else {
-				r.repo = repo
+				return r.orLater(r.reclone(ctx, err))
 			}
+			r.repo = repo
 			return r, nil
 		}
 	}
-	if err := r.clone(ctx, plumbing.ZeroHash); err != nil {
-		return nil, err
+	return r.orLater(r.clone(ctx, plumbing.ZeroHash))
+}
+
+// orLater is Open's result after a clone: the error, unless the clone may
+// wait for the first Fetch.
+func (r *Repo) orLater(err error) (*Repo, error) {
+	switch {
+	case err == nil:
+		return r, nil
+	case r.later:
+		r.log.Warn("cannot clone yet; the first pass clones", zap.Error(err))
+		return r, nil
 	}
-	return r, nil
+	return nil, err
 }
 
 func hasRemote(repo *git.Repository) bool {
@@ -171,17 +181,30 @@ func sameRemote(repo *git.Repository, url string) bool {
 }
 
 // clone clones afresh into dir, and records trusted as verified when the
-// new clone holds it.
+// new clone holds it. It clones beside dir and swaps the new clone in only
+// once it is whole: a clone that fails (the remote is down) leaves what
+// dir held, and its trust record, for the next try.
 func (r *Repo) clone(ctx context.Context, trusted plumbing.Hash) error {
-	if err := os.RemoveAll(r.dir); err != nil {
-		return fmt.Errorf("clear %s: %w", r.dir, err)
+	next := filepath.Clean(r.dir) + ".cloning"
+	if err := os.RemoveAll(next); err != nil {
+		return fmt.Errorf("clear %s: %w", next, err)
 	}
-	repo, err := git.PlainCloneContext(ctx, r.dir, false, &git.CloneOptions{
+	_, err := git.PlainCloneContext(ctx, next, false, &git.CloneOptions{
 		URL: r.url, Auth: r.auth, ReferenceName: plumbing.NewBranchReferenceName(r.branch), SingleBranch: true,
 	})
 	if err != nil {
-		os.RemoveAll(r.dir)
+		os.RemoveAll(next)
 		return fmt.Errorf("clone %s branch %s: %w", Redact(r.url), r.branch, classify(err))
+	}
+	if err := os.RemoveAll(r.dir); err != nil {
+		return fmt.Errorf("clear %s: %w", r.dir, err)
+	}
+	if err := os.Rename(next, r.dir); err != nil {
+		return fmt.Errorf("move the new clone to %s: %w", r.dir, err)
+	}
+	repo, err := git.PlainOpen(r.dir)
+	if err != nil {
+		return fmt.Errorf("open the new clone in %s: %w", r.dir, err)
 	}
 	r.repo = repo
 	if !trusted.IsZero() {
@@ -208,7 +231,7 @@ func (r *Repo) reclone(ctx context.Context, damage error) error {
 // whole (the failure was elsewhere: the network, the remote).
 func (r *Repo) recover(ctx context.Context) (damage error, err error) {
 	if r.repo == nil {
-		return errors.New("no clone"), r.clone(ctx, plumbing.ZeroHash)
+		return errors.New("no clone"), r.clone(ctx, salvage(r.dir))
 	}
 	if damage = Check(r.repo, r.dir); damage == nil {
 		return nil, nil
@@ -240,6 +263,13 @@ func remoteRef(branch string) plumbing.ReferenceName {
 // fetch that fails on a damaged clone clones it again and fetches once more.
 func (r *Repo) Fetch(ctx context.Context, extra ...string) (plumbing.Hash, error) {
 	r.extra = extra
+	if r.repo == nil {
+		// Open could not clone (CloneLater); what dir holds may be a
+		// damaged clone whose trust record carries over.
+		if err := r.clone(ctx, salvage(r.dir)); err != nil {
+			return plumbing.ZeroHash, err
+		}
+	}
 	tip, err := r.fetch(ctx, extra...)
 	if err == nil || ctx.Err() != nil {
 		return tip, err
@@ -273,6 +303,9 @@ func (r *Repo) fetch(ctx context.Context, extra ...string) (plumbing.Hash, error
 
 // RemoteTip returns the last fetched tip of branch.
 func (r *Repo) RemoteTip(branch string) (plumbing.Hash, error) {
+	if r.repo == nil {
+		return plumbing.ZeroHash, fmt.Errorf("branch %s not fetched: no clone yet", branch)
+	}
 	ref, err := r.repo.Reference(remoteRef(branch), true)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("branch %s not fetched: %w", branch, err)

@@ -119,3 +119,85 @@ func leftovers(t *testing.T, dir string) []string {
 	})
 	return out
 }
+
+// TestCloneLaterWhileTheRemoteIsDown: with CloneLater, Open succeeds while
+// the remote is unreachable (a program must not exit, and wait out a
+// restart back-off, because Git was away when it started); each Fetch
+// tries the clone, fails while the remote is down, and clones once it is
+// back. Without it, Open says why it cannot clone.
+func TestCloneLaterWhileTheRemoteIsDown(t *testing.T) {
+	auth := &testenv.BasicAuth{Username: "bot", Password: "tok3n"}
+	srv, _ := seeded(t, auth)
+	p, err := testenv.StartFaultProxy(srv.URL, testenv.FaultProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	url := p.URL + "/fleet.git"
+	creds := gitrepo.Auth{Username: auth.Username, Password: auth.Password}
+	p.Set(testenv.Fault{Down: true})
+	dir := filepath.Join(t.TempDir(), "clone")
+	if _, err := gitrepo.Open(t.Context(), dir, url, "main", creds); err == nil || !strings.Contains(err.Error(), "clone") {
+		t.Fatalf("Open with the remote down: %v, want the clone's error", err)
+	}
+	r, err := gitrepo.Open(t.Context(), dir, url, "main", creds, gitrepo.CloneLater())
+	if err != nil {
+		t.Fatalf("Open with CloneLater: %v", err)
+	}
+	if _, err := r.Fetch(t.Context()); err == nil {
+		t.Fatal("Fetch with the remote down succeeded")
+	}
+	p.Set(testenv.Fault{})
+	tip, err := r.Sync(t.Context())
+	head, _ := srv.Head(t.Context(), "fleet", "main")
+	if err != nil || tip.String() != head {
+		t.Fatalf("Sync once the remote is back: %s %v, want %s", tip, err, head)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "app.yaml")); err != nil || string(b) != "image: app:1.0.0\n" {
+		t.Fatalf("working tree: %q %v", b, err)
+	}
+}
+
+// TestDamagedCloneKeepsItsRecordWhileTheRemoteIsDown: a damaged clone
+// that cannot be cloned again yet (the remote is down) stays as it is,
+// trust record included, until a clone succeeds: a failed clone must not
+// shorten the history the next pass verifies.
+func TestDamagedCloneKeepsItsRecordWhileTheRemoteIsDown(t *testing.T) {
+	auth := &testenv.BasicAuth{Username: "bot", Password: "tok3n"}
+	srv, _ := seeded(t, auth)
+	p, err := testenv.StartFaultProxy(srv.URL, testenv.FaultProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	url := p.URL + "/fleet.git"
+	creds := gitrepo.Auth{Username: auth.Username, Password: auth.Password}
+	dir := filepath.Join(t.TempDir(), "clone")
+	r, err := gitrepo.Open(t.Context(), dir, url, "main", creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := srv.Head(t.Context(), "fleet", "main")
+	if err := r.MarkVerified(plumbing.NewHash(head)); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(filepath.Join(dir, ".git", "HEAD"), 0)
+	p.Set(testenv.Fault{Down: true})
+	record := filepath.Join(dir, ".git", "refs", "driftless", "verified")
+	for _, opts := range [][]gitrepo.Option{nil, {gitrepo.CloneLater()}} {
+		r, _ = gitrepo.Open(t.Context(), dir, url, "main", creds, opts...)
+		if b, err := os.ReadFile(record); err != nil || strings.TrimSpace(string(b)) != head {
+			t.Fatalf("trust record after a clone that failed: %q %v", b, err)
+		}
+	}
+	if _, err := r.Fetch(t.Context()); err == nil {
+		t.Fatal("Fetch with the remote down succeeded")
+	}
+	p.Set(testenv.Fault{})
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(record); err != nil || strings.TrimSpace(string(b)) != head {
+		t.Fatalf("trust record after the clone: %q %v", b, err)
+	}
+}

@@ -63,6 +63,8 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
+			// Git away at start is a failed pass, retried, not an exit.
+			c.cloneLater = true
 			b, err := c.build(ctx)
 			if err != nil {
 				l.Close()

@@ -46,6 +46,9 @@ type passConfig struct {
 	registryRPS                 float64
 	registryBurst               int
 	logFormat, logLevel         string
+	// cloneLater: a clone that fails at start is the first pass's error
+	// (run), not the program's (plan, --once).
+	cloneLater bool
 }
 
 func (c *passConfig) flags(fs *pflag.FlagSet) {
@@ -202,7 +205,11 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint, ecr.WithAllowedAccounts(c.awsAccounts...), ecr.WithAllowedRoles(c.awsRoles...))
 		creds.ECR = b.ecr
 	}
-	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth, gitrepo.WithLog(log.Named("git")))
+	gitOpts := []gitrepo.Option{gitrepo.WithLog(log.Named("git"))}
+	if c.cloneLater {
+		gitOpts = append(gitOpts, gitrepo.CloneLater())
+	}
+	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth, gitOpts...)
 	if err != nil {
 		return nil, err
 	}
