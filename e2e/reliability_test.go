@@ -270,6 +270,13 @@ func metricUp(program, series string) evidence {
 	}}
 }
 
+func metricNonZero(program, series string) evidence {
+	return evidence{program + " metric", func(_ context.Context, s *stand, _ mark) (string, bool) {
+		v := s.metric(program, series)
+		return fmt.Sprintf("%s %g", series, v), v > 0
+	}}
+}
+
 func statusIs(phase, reason string) evidence {
 	return evidence{"synchronizer /status", func(_ context.Context, s *stand, _ mark) (string, bool) {
 		p, r := s.statusSummary()
@@ -352,6 +359,16 @@ func faultCases() []faultCase {
 		seen: []evidence{inLog(automatorProc, "pass failed", "connection refused"), metricUp(automatorProc, failedPasses),
 			statusIs("Stalled", "FetchFailed"), eventOf("FetchFailed"), metricUp(synchronizerProc, fetchFailures)},
 		watch: []string{failedPasses, fetchFailures}})
+	cases = append(cases, faultCase{name: "Git server down when the automator starts, without its clone", work: tag,
+		on: func(s *stand) {
+			s.kill(automatorProc)
+			os.RemoveAll(s.cloneDir(automatorProc))
+			s.gitA.Set(testenv.Fault{Down: true})
+			s.start(automatorProc)
+		},
+		off: func(s *stand) { s.gitA.Set(testenv.Fault{}) },
+		// A new process: its counters start from zero.
+		seen: []evidence{inLog(automatorProc, "cannot clone yet"), inLog(automatorProc, "pass failed", "connection refused"), metricNonZero(automatorProc, failedPasses)}})
 	on, off = proxyFault(gitHost, testenv.Fault{Latency: 2 * time.Second})
 	cases = append(cases, faultCase{name: "Git server slow (2s a request)", on: on, off: off, work: both, despite: true,
 		seen: []evidence{inLog(automatorProc, "pushed image update"), inLog(synchronizerProc, `"applied"`)}})
