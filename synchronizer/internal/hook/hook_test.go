@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -106,9 +107,18 @@ func TestUnauthenticatedReadsAreCapped(t *testing.T) {
 		req := httptest.NewRequest(http.MethodPost, "/hooks/git", pr)
 		req.Header.Set("X-Hub-Signature-256", "sha256=00")
 		go func() {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			done <- rec.Code
+			// A stalled reader can lose its slot to a probe below, which
+			// holds one for a moment: then it is turned away (503) before
+			// reading, and tries again, as a sender would.
+			for {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusServiceUnavailable {
+					done <- rec.Code
+					return
+				}
+				runtime.Gosched()
+			}
 		}()
 	}
 	// Wait until every slot is taken: a further request is turned away.
