@@ -31,6 +31,7 @@ func TestBadInputRegistryWebhook(t *testing.T) {
 		{"an unknown notification", http.MethodPost, `{"hello":"world"}`, bearer, 400, "unknown notification: want a distribution envelope (events), a Docker Hub webhook (push_data) or an EventBridge ECR event (detail-type)"},
 		{"a Docker Hub webhook without a tag", http.MethodPost, `{"push_data":{},"repository":{"repo_name":"team/web"}}`, bearer, 400, "want repository.repo_name and push_data.tag"},
 		{"a Docker Hub webhook without a repository", http.MethodPost, `{"push_data":{"tag":"1.0"},"repository":{}}`, bearer, 400, "want repository.repo_name and push_data.tag"},
+		{"an ECR push event without its repository", http.MethodPost, `{"detail-type":"ECR Image Action","account":"123456789012","region":"eu-west-1","detail":{"action-type":"PUSH","result":"SUCCESS","image-tag":"1.2.0"}}`, bearer, 400, "want account, region and detail.repository-name"},
 		{"a distribution envelope of the wrong shape", http.MethodPost, `{"events":{"action":"push"}}`, bearer, 400, "distribution notification"},
 		{"a body over 1 MiB", http.MethodPost, `{"events":[],"pad":"` + strings.Repeat("x", hook.MaxBody) + `"}`, bearer, 413, "notification larger than"},
 		{"a GET", http.MethodGet, ``, bearer, 405, "POST a registry notification"},

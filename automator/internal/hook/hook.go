@@ -214,6 +214,9 @@ func parseEventBridge(body []byte) ([]Push, error) {
 	if ev.DetailType != "ECR Image Action" || ev.Detail.ActionType != "PUSH" || ev.Detail.Result != "SUCCESS" || ev.Detail.ImageTag == "" {
 		return nil, nil
 	}
+	if ev.Account == "" || ev.Region == "" || ev.Detail.RepositoryName == "" {
+		return nil, errors.New("ECR push event from EventBridge: want account, region and detail.repository-name")
+	}
 	host := fmt.Sprintf("%s.dkr.ecr.%s.amazonaws.com", ev.Account, ev.Region)
 	return []Push{{Host: host, Repository: ev.Detail.RepositoryName, Tag: ev.Detail.ImageTag}}, nil
 }
