@@ -192,3 +192,33 @@ browser: ## install Debian's chromium (the UI's browser tests drive it headless)
 screenshots: tools ## regenerate docs/screenshots (the synchronizer's overview, objects, diff; the automator's policies, policy, fleet) with the browser tests
 	@mkdir -p $(ROOT)/docs/screenshots
 	cd e2e && DRIFTLESS_SCREENSHOTS=$(ROOT)/docs/screenshots $(GO_ALONE) go test -count=1 -run '^(TestUIInABrowser|TestAutomatorUIInABrowser)$$' .
+
+## ---- reliability you can quote: kills, faults, bad input, fuzzing, secrets (docs: README, Reliability)
+
+.PHONY: reliability fuzz
+
+# make test runs the short form of the suite (3 kills a program, each fault
+# once); make reliability the full one, with a seed that replays it.
+SEED              ?= $(shell date +%s)
+RELIABILITY_KILLS ?= 24
+RELIABILITY_TESTS := ^(TestBadInput|TestReliability|TestSecretsNeverLeak|Test[A-Za-z]*RecoversFromAKill|Fuzz)
+FUZZTIME          ?= 1m
+FUZZ_TARGETS      := automator/internal/policy:FuzzParse automator/internal/policy:FuzzSelect \
+                     automator/internal/update:FuzzParseMarker automator/internal/update:FuzzEdit \
+                     automator/internal/hook:FuzzParse automator/internal/hook:FuzzRegistryWebhook \
+                     synchronizer/internal/hook:FuzzWebhook \
+                     synchronizer/internal/build:FuzzKustomization synchronizer/internal/build:FuzzPlainFolder
+
+reliability: tools ## kill -9 at random points (RELIABILITY_KILLS a program), faults, the bad-input census, fuzz seeds and the secrets canary: one table; SEED=<n> replays
+	@echo "seed $(SEED), $(RELIABILITY_KILLS) kills a program"
+	@for m in $(MODULES); do \
+	  (cd $$m && DRIFTLESS_SEED=$(SEED) DRIFTLESS_KILLS=$(RELIABILITY_KILLS) $(GO_ALONE) go test -json -race -count=1 -timeout 90m \
+	    -run '$(RELIABILITY_TESTS)' ./...) || true; \
+	done | (cd e2e && $(GO_ALONE) go run ./cmd/reliability --seed $(SEED))
+
+fuzz: ## run every fuzz target for FUZZTIME (default 1m) each: no panic, no edit outside a marked value
+	@for t in $(FUZZ_TARGETS); do \
+	  dir=$${t%%:*}; target=$${t#*:}; module=$${dir%%/*}; pkg=./$${dir#*/}; \
+	  echo "=== fuzz $$dir $$target for $(FUZZTIME)"; \
+	  (cd $$module && $(GO_ALONE) go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg) || exit 1; \
+	done

@@ -94,10 +94,17 @@ func TestLoopTagToProd(t *testing.T) {
 			}
 		}
 	}
-	// The cluster's status ConfigMap tells the same story.
-	cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(t.Context(), "driftless", metav1.GetOptions{})
-	if err != nil || cm.Data["lastAppliedRevision"] != "prod@sha1:"+tm.MergeCommit {
-		t.Fatalf("prod status: %v %v", cm.Data, err)
+	// The cluster's status ConfigMap tells the same story, once the
+	// synchronizer has written it (it may lag behind the rollout).
+	var data map[string]string
+	if err := fleet.Until(t.Context(), 30*time.Second, "the prod status at the merge", func() bool {
+		cm, err := cs.CoreV1().ConfigMaps("driftless-system").Get(t.Context(), "driftless", metav1.GetOptions{})
+		if err == nil {
+			data = cm.Data
+		}
+		return err == nil && cm.Data["lastAppliedRevision"] == "prod@sha1:"+tm.MergeCommit
+	}); err != nil {
+		t.Fatalf("%v: %v", err, data)
 	}
 }
 

@@ -48,7 +48,35 @@ func newSyncSetup(t testing.TB, cluster *testenv.Cluster) *syncSetup {
 	s.git = testenv.NewGitServer(t, testenv.GitServerOptions{Auth: &testenv.BasicAuth{Username: "sync", Password: syncGitToken}})
 	os.WriteFile(filepath.Join(s.dir, "git-token"), []byte(syncGitToken), 0o600)
 	os.WriteFile(filepath.Join(s.dir, "hook-secret"), []byte(syncHookSecret), 0o600)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(s.diagnose())
+		}
+	})
 	return s
+}
+
+// diagnose is what a failed test prints besides the programs' output
+// (start prints that): the status every synchronizer recorded, and the
+// head of every repository.
+func (s *syncSetup) diagnose() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	list, err := s.cs.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{LabelSelector: "applyset.kubernetes.io/id"})
+	if err != nil {
+		fmt.Fprintf(&b, "--- recorded status: %v\n", err)
+	} else {
+		for _, cm := range list.Items {
+			fmt.Fprintf(&b, "--- status recorded in %s/%s ---\nphase %s (%s), revision %s, applied %s\n%s\n", cm.Namespace, cm.Name,
+				cm.Data["phase"], cm.Data["reason"], cm.Data["revision"], cm.Data["lastAppliedRevision"], cm.Data["message"])
+		}
+	}
+	for name := range s.repos {
+		head, _ := s.git.Head(ctx, name, "main")
+		fmt.Fprintf(&b, "--- %s: main at %s\n", name, head)
+	}
+	return b.String()
 }
 
 // seed creates repository name with files on branch main.

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 // ErrUntrusted: a commit is neither signed by a key of the keyring nor an
@@ -417,10 +419,22 @@ func verifyRecorded(repo *git.Repository, branch string, k *Keyring, tip, anchor
 
 // MarkVerified records h as verified: a commit this program made on top of
 // verified history.
+//
+// The record is written through a rename, never in place: a kill leaves
+// the old record or the new one, and a clone cloned again keeps it (see
+// Check). Losing it would shorten the history the next pass verifies.
 func (r *Repo) MarkVerified(h plumbing.Hash) error { return markVerified(r.repo, h) }
 
 func markVerified(repo *git.Repository, h plumbing.Hash) error {
-	if err := repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h)); err != nil {
+	err := func() error {
+		fs, ok := repo.Storer.(*filesystem.Storage)
+		if !ok {
+			return repo.Storer.SetReference(plumbing.NewHashReference(verifiedRef, h))
+		}
+		gitDir := fs.Filesystem().Root()
+		return writeAtomic(gitDir, filepath.Join(gitDir, filepath.FromSlash(verifiedRef.String())), []byte(h.String()+"\n"))
+	}()
+	if err != nil {
 		return fmt.Errorf("record %s as verified: %w", h, err)
 	}
 	return nil

@@ -28,7 +28,7 @@ import (
 func runCommand() *cobra.Command {
 	var c passConfig
 	var listen, secret, secretFile, leaseNS, leaseName, kubeconfig, identity string
-	var refresh, gateInterval time.Duration
+	var refresh, gateInterval, passTimeout time.Duration
 	var elect, once, ui bool
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -55,6 +55,9 @@ func runCommand() *cobra.Command {
 			if refresh < time.Second {
 				return fmt.Errorf("--refresh %s: at least 1s", refresh)
 			}
+			if passTimeout < time.Second {
+				return fmt.Errorf("--pass-timeout %s: at least 1s", passTimeout)
+			}
 			if once {
 				return runOnce(ctx, &c)
 			}
@@ -63,6 +66,8 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
+			// Git away at start is a failed pass, retried, not an exit.
+			c.cloneLater = true
 			b, err := c.build(ctx)
 			if err != nil {
 				l.Close()
@@ -86,7 +91,7 @@ func runCommand() *cobra.Command {
 			lp := loop.New(b.auto, log.Named("loop"), func(res automate.Result, err error, secs float64) {
 				obs(res, err, secs)
 				gates.Trigger()
-			})
+			}, loop.WithPassTimeout(passTimeout))
 			observeGates := func(res promote.Result, err error) {
 				m.ObserveGates(res, err)
 				reportGates(log.Named("gates"), res, err)
@@ -154,6 +159,7 @@ func runCommand() *cobra.Command {
 	fs.StringVar(&secretFile, "webhook-secret-file", "", "file holding the webhook secret (an empty file is an error)")
 	fs.DurationVar(&refresh, "refresh", time.Minute, "how often to look for new policies in Git when no scan is due")
 	fs.DurationVar(&gateInterval, "promotion-interval", 30*time.Second, "how often the promotion gates and the revert rule read Git when no pass, push webhook (/hooks/git) or soak end comes first")
+	fs.DurationVar(&passTimeout, "pass-timeout", loop.DefaultPassTimeout, "bound on one pass: a registry or Git server that never answers fails the pass, which is retried")
 	fs.BoolVar(&once, "once", false, "do one pass (and one evaluation of the gates) and exit (non-zero if it failed): for a CronJob or CI")
 	fs.BoolVar(&elect, "leader-elect", false, "run only while holding a Lease, so replicas never both commit")
 	fs.StringVar(&leaseNS, "lease-namespace", "driftless-system", "namespace of the Lease (set POD_NAMESPACE through DRIFTLESS_LEASE_NAMESPACE)")

@@ -53,6 +53,9 @@ type passConfig struct {
 	promotionMinSoak            time.Duration
 	revert, notes               string
 	recordKeyring               string
+	// cloneLater: a clone that fails at start is the first pass's error
+	// (run), not the program's (plan, --once).
+	cloneLater bool
 }
 
 func (c *passConfig) flags(fs *pflag.FlagSet) {
@@ -98,7 +101,8 @@ func (c *passConfig) validate() error {
 	var errs []error
 	if c.gitURL == "" {
 		errs = append(errs, errors.New("--git-url (DRIFTLESS_GIT_URL) is required"))
-	} else if !strings.Contains(c.gitURL, "://") && !strings.Contains(c.gitURL, "@") {
+	} else if u := c.gitURL; !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "ssh://") &&
+		(strings.Contains(u, "://") || !strings.Contains(u, "@")) {
 		errs = append(errs, fmt.Errorf("--git-url %q: want an https://, http:// or ssh:// URL", gitrepo.Redact(c.gitURL)))
 	}
 	if c.branch == "" {
@@ -235,7 +239,11 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 		b.ecr = ecr.NewTokens(awsCfg, c.ecrEndpoint, ecr.WithAllowedAccounts(c.awsAccounts...), ecr.WithAllowedRoles(c.awsRoles...))
 		creds.ECR = b.ecr
 	}
-	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth)
+	gitOpts := []gitrepo.Option{gitrepo.WithLog(log.Named("git"))}
+	if c.cloneLater {
+		gitOpts = append(gitOpts, gitrepo.CloneLater())
+	}
+	repo, err := gitrepo.Open(ctx, c.workdir, c.gitURL, c.branch, auth, gitOpts...)
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,7 @@ func parseDistribution(body []byte) ([]Push, error) {
 	for _, e := range env.Events {
 		// Only a tag pushed can change a choice; blob pushes and pulls
 		// cannot.
-		if e.Action == "push" && e.Target.Tag != "" {
+		if e.Action == "push" && e.Target.Tag != "" && e.Target.Repository != "" {
 			out = append(out, Push{Repository: e.Target.Repository, Tag: e.Target.Tag})
 		}
 	}
@@ -186,7 +186,7 @@ func parseDockerHub(body []byte) ([]Push, error) {
 			RepoName string `json:"repo_name"`
 		} `json:"repository"`
 	}
-	if err := json.Unmarshal(body, &ev); err != nil || ev.Repository.RepoName == "" {
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Repository.RepoName == "" || ev.PushData.Tag == "" {
 		return nil, errors.New("webhook from Docker Hub: want repository.repo_name and push_data.tag")
 	}
 	repo := ev.Repository.RepoName
@@ -213,6 +213,9 @@ func parseEventBridge(body []byte) ([]Push, error) {
 	}
 	if ev.DetailType != "ECR Image Action" || ev.Detail.ActionType != "PUSH" || ev.Detail.Result != "SUCCESS" || ev.Detail.ImageTag == "" {
 		return nil, nil
+	}
+	if ev.Account == "" || ev.Region == "" || ev.Detail.RepositoryName == "" {
+		return nil, errors.New("ECR push event from EventBridge: want account, region and detail.repository-name")
 	}
 	host := fmt.Sprintf("%s.dkr.ecr.%s.amazonaws.com", ev.Account, ev.Region)
 	return []Push{{Host: host, Repository: ev.Detail.RepositoryName, Tag: ev.Detail.ImageTag}}, nil

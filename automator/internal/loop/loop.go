@@ -5,6 +5,7 @@ package loop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -33,6 +34,9 @@ type Loop struct {
 	jitter float64
 	// retry is the wait after a failed pass.
 	retry time.Duration
+	// passTimeout bounds one pass: a registry or Git server that accepts
+	// a connection and never answers must not stall every later scan.
+	passTimeout time.Duration
 
 	// warned and skipped are the last warnings and policy errors logged,
 	// so each is said once until it changes. Loop goroutine only.
@@ -45,10 +49,30 @@ type Loop struct {
 	passes   int
 }
 
+// Option configures a Loop.
+type Option func(*Loop)
+
+// WithPassTimeout bounds each pass (default DefaultPassTimeout). A pass
+// that runs out of time fails and is retried like any other.
+func WithPassTimeout(d time.Duration) Option {
+	return func(l *Loop) {
+		if d > 0 {
+			l.passTimeout = d
+		}
+	}
+}
+
+// DefaultPassTimeout bounds a pass unless WithPassTimeout says otherwise.
+const DefaultPassTimeout = 10 * time.Minute
+
 // New returns a Loop.
-func New(p Passer, log *zap.Logger, observe Observer) *Loop {
-	return &Loop{passer: p, log: log, observe: observe, jitter: 0.1, retry: 10 * time.Second,
+func New(p Passer, log *zap.Logger, observe Observer, opts ...Option) *Loop {
+	l := &Loop{passer: p, log: log, observe: observe, jitter: 0.1, retry: 10 * time.Second, passTimeout: DefaultPassTimeout,
 		known: map[string]automate.Known{}, pending: map[string]bool{}, triggerC: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 // Trigger asks for an immediate scan of the policies with these keys.
@@ -102,10 +126,15 @@ func (l *Loop) Run(ctx context.Context, refresh time.Duration) error {
 	next := map[string]time.Time{}
 	pass := func(only []string) {
 		start := time.Now()
-		res, err := l.passer.Run(ctx, only)
+		pctx, cancel := context.WithTimeout(ctx, l.passTimeout)
+		res, err := l.passer.Run(pctx, only)
+		cancel()
 		secs := time.Since(start).Seconds()
 		if ctx.Err() != nil {
 			return
+		}
+		if err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("the pass did not finish within its timeout of %s (a registry or Git server that does not answer?): %w", l.passTimeout, err)
 		}
 		l.observe(res, err, secs)
 		l.report(res, err, secs)

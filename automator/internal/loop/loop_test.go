@@ -139,3 +139,60 @@ func TestScheduleAfterFailures(t *testing.T) {
 		}
 	}
 }
+
+// stalling is a Passer whose first pass hangs until its context ends, as
+// one reading from a server that accepted the connection and never
+// answers would; later passes return at once.
+type stalling struct {
+	mu       sync.Mutex
+	passes   int
+	deadline bool
+}
+
+func (s *stalling) Run(ctx context.Context, _ []string) (automate.Result, error) {
+	s.mu.Lock()
+	s.passes++
+	first := s.passes == 1
+	_, s.deadline = ctx.Deadline()
+	s.mu.Unlock()
+	if first {
+		<-ctx.Done()
+		return automate.Result{}, fmt.Errorf("list tags: %w", ctx.Err())
+	}
+	return automate.Result{Known: map[string]automate.Known{"p": known("ghcr.io/org/p", time.Hour)}}, nil
+}
+
+// TestStalledPassTimesOutAndIsRetried: a pass that never returns on its
+// own ends at the pass timeout, is reported as failed saying so, and the
+// next pass comes after the retry wait: a server that hangs delays the
+// loop by one timeout, never forever.
+func TestStalledPassTimesOutAndIsRetried(t *testing.T) {
+	st := &stalling{}
+	var mu sync.Mutex
+	var errs []error
+	l := New(st, zaptest.NewLogger(t), func(_ automate.Result, err error, _ float64) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}, WithPassTimeout(100*time.Millisecond))
+	l.retry = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { l.Run(ctx, time.Hour); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.passes >= 2, nil
+	}); err != nil {
+		t.Fatalf("no pass after the stalled one: %d passes", st.passes)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) == 0 || !errors.Is(errs[0], context.DeadlineExceeded) || !strings.Contains(errs[0].Error(), "did not finish within its timeout of 100ms") {
+		t.Fatalf("the stalled pass was reported as %v", errs)
+	}
+	if !st.deadline {
+		t.Fatal("passes run without a deadline")
+	}
+}

@@ -179,6 +179,11 @@ func Classify(err error) error {
 	}
 	re := func(kind error, msg string) error { return &RegistryError{Kind: kind, Err: err, msg: msg} }
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		// Before the transport errors: an insecure registry is probed
+		// over HTTPS and HTTP at once, and the HTTPS probe's quick
+		// failure would hide that the registry never answered.
+		return re(ErrUnreachable, fmt.Sprintf("%v: no answer before the deadline: %v", ErrUnreachable, context.DeadlineExceeded))
 	case errors.As(err, &terr):
 		switch {
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
@@ -191,7 +196,7 @@ func Classify(err error) error {
 		return re(nil, fmt.Sprintf("HTTP %d: %s", terr.StatusCode, redact.URLs(terr.Error())))
 	case errors.As(err, &uerr):
 		return re(ErrUnreachable, fmt.Sprintf("%v: %s %s: %v", ErrUnreachable, uerr.Op, redact.URL(uerr.URL), redact.URLs(fmt.Sprint(uerr.Err))))
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return err
 	}
 	return re(nil, redact.URLs(err.Error()))

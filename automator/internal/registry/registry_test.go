@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -266,5 +267,27 @@ func TestRegistryErrorKeepsTheTransportError(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "wrong-s3cret") {
 		t.Fatalf("the password reached the message: %v", err)
+	}
+}
+
+// TestSilentRegistryIsNamedAsSuch: a registry that accepts connections
+// and never answers fails the listing when its context ends, and the
+// error says the registry did not answer, not what the parallel HTTPS
+// probe of an insecure registry said (which hid the cause before).
+func TestSilentRegistryIsNamedAsSuch(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{})
+	p, err := testenv.StartFaultProxy(reg.URL, testenv.FaultProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	p.Set(testenv.Fault{Latency: time.Hour})
+	repo, _ := name.NewRepository(p.Host + "/team/app")
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = registry.New(registry.WithInsecure(p.Host)).Tags(ctx, repo, nil)
+	if !errors.Is(err, registry.ErrUnreachable) || !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "no answer") || strings.Contains(err.Error(), "HTTPS client") {
+		t.Fatalf("a registry that never answers: %v", err)
 	}
 }

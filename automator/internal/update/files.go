@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"sigs.k8s.io/kustomize/kyaml/kio"
@@ -286,7 +287,9 @@ func tokens(style yaml.Style, old, new string) (string, string, error) {
 		q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 		return q(old), q(new), nil
 	case yaml.DoubleQuotedStyle:
-		if strings.ContainsAny(old+new, "\"\\") {
+		// A value that needs (or came from) an escape is not spelt in the
+		// file the way it reads: say so, instead of failing to find it.
+		if strings.ContainsFunc(old+new, func(r rune) bool { return r == '"' || r == '\\' || !unicode.IsPrint(r) }) {
 			return "", "", errors.New("double-quoted value with escapes: edit it by hand or unquote it")
 		}
 		return `"` + old + `"`, `"` + new + `"`, nil

@@ -152,7 +152,13 @@ func walk(n *yaml.Node, fn func(n *yaml.Node, policy string, field Field), bad f
 			fn(n, policy, field)
 		}
 	}
-	for _, c := range n.Content {
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 && c.Kind == yaml.ScalarNode && strings.Contains(c.LineComment, "$imagepolicy") {
+			// A comment after "key:" with the value on another line, or
+			// none, lands on the key: editing it would rename the key.
+			bad(c, fmt.Errorf("marker on the key %q, not on a value: put the image value on the marker's line", c.Value))
+			continue
+		}
 		walk(c, fn, bad)
 	}
 }

@@ -51,6 +51,9 @@ func runCommand() *cobra.Command {
 		Short: "Follow the repository and keep the cluster matching it; serve status, metrics, health and the Git webhook",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := validateRun(cmd.Flags(), &src, &cl, rc, opts, buildTimeout); err != nil {
+				return err
+			}
 			if tenantsFile != "" {
 				if src.url != "" || cl.tenant != "" || once || rf.record {
 					return errors.New("--tenants runs the tenants its file lists: --repo-url, --namespace, --once and --record belong to a single synchronizer")
@@ -118,7 +121,7 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := source.New(scfg)
+			s, err := source.New(scfg, source.WithLog(log.Named("source")))
 			if err != nil {
 				return err
 			}

@@ -18,12 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"go.uber.org/zap"
 
 	"driftless.dev/shared/gitrepo"
 )
@@ -104,6 +106,7 @@ func (r Revision) String() string {
 // Source is one followed ref.
 type Source struct {
 	cfg     Config
+	log     *zap.Logger
 	auth    transport.AuthMethod
 	repo    *git.Repository
 	keyring *gitrepo.Keyring
@@ -112,8 +115,17 @@ type Source struct {
 	current Revision
 }
 
-// New checks cfg and opens (or creates) the clone in cfg.Dir.
-func New(cfg Config) (*Source, error) {
+// Option configures New.
+type Option func(*Source)
+
+// WithLog logs what the source does on its own: starting the clone again
+// when it found it damaged. Default: silent.
+func WithLog(log *zap.Logger) Option { return func(s *Source) { s.log = log } }
+
+// New checks cfg and opens (or creates) the clone in cfg.Dir. A clone a
+// killed process left damaged (see gitrepo.Check) is started again; what
+// killed writers left behind is removed.
+func New(cfg Config, opts ...Option) (*Source, error) {
 	switch {
 	case cfg.URL == "":
 		return nil, errors.New("source: a repository URL is required")
@@ -134,10 +146,18 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, auth: am, history: cfg.Keyring != "" || !cfg.AllowRewind}
+	s := &Source{cfg: cfg, auth: am, history: cfg.Keyring != "" || !cfg.AllowRewind, log: zap.NewNop()}
+	for _, o := range opts {
+		o(s)
+	}
 	if cfg.Keyring != "" {
 		if s.keyring, err = gitrepo.ParseKeyring(cfg.Keyring); err != nil {
 			return nil, fmt.Errorf("source: %w", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, ".git")); err == nil {
+		if err := gitrepo.RemoveLeftovers(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("source: clear what a killed writer left in %s: %w", cfg.Dir, err)
 		}
 	}
 	repo, err := git.PlainOpen(cfg.Dir)
@@ -147,21 +167,39 @@ func New(cfg Config) (*Source, error) {
 		} else if shallow, err := repo.Storer.Shallow(); s.history && (err != nil || len(shallow) > 0) {
 			// A clone made depth 1 cannot be deepened reliably: start over.
 			repo = nil
-		}
-	}
-	if repo == nil {
-		if err := os.RemoveAll(cfg.Dir); err != nil {
-			return nil, fmt.Errorf("source: clear %s: %w", cfg.Dir, err)
-		}
-		if repo, err = git.PlainInit(cfg.Dir, false); err != nil {
-			return nil, fmt.Errorf("source: init %s: %w", cfg.Dir, err)
-		}
-		if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{cfg.URL}}); err != nil {
-			return nil, fmt.Errorf("source: add remote: %w", err)
+		} else if damage := gitrepo.Check(repo, cfg.Dir); damage != nil {
+			s.damaged(damage)
+			repo = nil
 		}
 	}
 	s.repo = repo
+	if repo == nil {
+		if err := s.init(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// init starts the clone afresh: an empty repository with the remote.
+func (s *Source) init() error {
+	if err := os.RemoveAll(s.cfg.Dir); err != nil {
+		return fmt.Errorf("source: clear %s: %w", s.cfg.Dir, err)
+	}
+	repo, err := git.PlainInit(s.cfg.Dir, false)
+	if err != nil {
+		return fmt.Errorf("source: init %s: %w", s.cfg.Dir, err)
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{s.cfg.URL}}); err != nil {
+		return fmt.Errorf("source: add remote: %w", err)
+	}
+	s.repo, s.current = repo, Revision{}
+	return nil
+}
+
+func (s *Source) damaged(damage error) {
+	s.log.Warn("the checkout is damaged (a killed process, a full or failing disk): fetching it again",
+		zap.String("dir", s.cfg.Dir), zap.Error(damage))
 }
 
 func (s *Source) refName() plumbing.ReferenceName {
@@ -194,7 +232,28 @@ func (s *Source) Current() Revision { return s.current }
 // and is written by no one who can push), so a restart checks the same
 // range. A since recorded for another ref (the followed branch changed)
 // is still trusted history but is no reference for a rewind.
+//
+// A fetch that fails on a damaged clone (see gitrepo.Check) starts the
+// clone again and fetches once more: a kill mid-write must cost one
+// download, never a stalled synchronizer or a false rewind (a since
+// missing from a damaged clone would look like one).
 func (s *Source) Fetch(ctx context.Context, since string) (Revision, error) {
+	rev, err := s.fetch(ctx, since)
+	if err == nil || ctx.Err() != nil {
+		return rev, err
+	}
+	damage := gitrepo.Check(s.repo, s.cfg.Dir)
+	if damage == nil {
+		return rev, err
+	}
+	s.damaged(damage)
+	if err := s.init(); err != nil {
+		return rev, err
+	}
+	return s.fetch(ctx, since)
+}
+
+func (s *Source) fetch(ctx context.Context, since string) (Revision, error) {
 	sinceRef, sinceHash, err := parseSince(since)
 	if err != nil {
 		return s.current, err
