@@ -109,9 +109,11 @@ func bigRepo(t testing.TB, git *testenv.GitServer, name string, files, commits i
 // history, checkout, build, apply of the one ConfigMap at --path, exit),
 // then one new commit (`run --once` on the same checkout). Against: `git
 // clone --depth 1` and `git clone` of the same URL, and `git fetch` of the
-// new commit into the full clone. Reported: wall time and peak RSS of each
-// (wait4's rusage: git's helpers, index-pack and the like, included), and
-// the synchronizer's own fetch duration from its log.
+// new commit into the full clone; and the synchronizer's first fetch with
+// --allow-rewind (no keyring), which fetches the tip alone (depth 1).
+// Reported: wall time and peak RSS of each (the largest process of its
+// tree: git's helpers, index-pack and the like, included), and the
+// synchronizer's own fetch duration from its log.
 func BenchmarkBigRepository(b *testing.B) {
 	files, commits := pick(2000, 20000), pick(500, 5000)
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Nodes: 1})
@@ -155,8 +157,10 @@ func BenchmarkBigRepository(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		it := strconv.Itoa(i)
 		ns := "big-" + it
-		if _, err := s.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
+		for _, n := range []string{ns, ns + "-shallow"} {
+			if _, err := s.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
 		}
 		tmp := b.TempDir()
 		el, rss, _ := runMeasured(b, gitCmd(tmp, "clone", "--quiet", "--depth", "1", url, "shallow"))
@@ -167,9 +171,9 @@ func BenchmarkBigRepository(b *testing.B) {
 		fig.add("git-clone-RSS-MiB", rss)
 
 		checkout := filepath.Join(tmp, "checkout")
-		sync := func() (time.Duration, float64, []byte) {
+		sync := func(extra ...string) (time.Duration, float64, []byte) {
 			c := exec.CommandContext(ctx, programs["synchronizer"], s.syncArgs("big", cluster.Kubeconfig, freeAddr(b),
-				"--once", "--path", "deploy", "--checkout-dir", checkout, "--name", ns, "--default-namespace", ns, "--ui=false")...)
+				append([]string{"--once", "--path", "deploy", "--checkout-dir", checkout, "--name", ns, "--default-namespace", ns, "--ui=false"}, extra...)...)...)
 			c.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + tmp, "GOMEMLIMIT=" + deployedMemLimit}
 			return runMeasured(b, c)
 		}
@@ -177,6 +181,12 @@ func BenchmarkBigRepository(b *testing.B) {
 		fig.add("sync-first-s", el.Seconds())
 		fig.add("sync-first-fetch-s", fetchOf(out))
 		fig.add("sync-first-RSS-MiB", rss)
+
+		// What a fetch of the tip alone costs: --allow-rewind without a
+		// keyring fetches depth 1 (a fresh checkout, its own status).
+		el, rss, out = sync("--allow-rewind", "--checkout-dir", filepath.Join(tmp, "shallow-checkout"), "--name", ns+"-shallow", "--default-namespace", ns+"-shallow")
+		fig.add("sync-shallow-s", el.Seconds())
+		fig.add("sync-shallow-RSS-MiB", rss)
 
 		// One new commit: the ConfigMap and a file of src/.
 		os.WriteFile(filepath.Join(work, "deploy", "cm.yaml"), []byte(configMap("big", "", it+"-next")), 0o644)

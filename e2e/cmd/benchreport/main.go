@@ -199,6 +199,7 @@ func table(res results) []row {
 			row{what + ": first fetch + checkout (`run --once`; its fetch alone " + s(m["sync-first-fetch-s"]) + ")", s(m["sync-first-s"]),
 				s(m["git-clone-depth1-s"]) + " `git clone --depth 1`; " + s(m["git-clone-s"]) + " `git clone`", ratio(m["sync-first-s"], m["git-clone-s"]) + " of the full clone", "reported", "—"},
 			row{what + ": first fetch, peak RSS", mib(m["sync-first-RSS-MiB"]), mib(m["git-clone-depth1-RSS-MiB"]) + " `--depth 1`; " + mib(m["git-clone-RSS-MiB"]) + " full", "", "≤ 128 MiB", yes(m["sync-first-RSS-MiB"] <= 128)},
+			row{what + ": first fetch of the tip alone (`--allow-rewind`, no keyring: depth 1)", fmt.Sprintf("%s, %s", s(m["sync-shallow-s"]), mib(m["sync-shallow-RSS-MiB"])), s(m["git-clone-depth1-s"]) + ", " + mib(m["git-clone-depth1-RSS-MiB"]) + " `git clone --depth 1`", ratio(m["sync-shallow-s"], m["git-clone-depth1-s"]), "≤ 128 MiB", yes(m["sync-shallow-RSS-MiB"] <= 128)},
 			row{what + ": one-commit update (its fetch alone " + s(m["sync-update-fetch-s"]) + ")", s(m["sync-update-s"]), s(m["git-fetch-s"]) + " `git fetch`", ratio(m["sync-update-s"], m["git-fetch-s"]), "reported", "—"},
 			row{what + ": one-commit update, peak RSS", mib(m["sync-update-RSS-MiB"]), mib(m["git-fetch-RSS-MiB"]) + " `git fetch`", "", "≤ 128 MiB", yes(m["sync-update-RSS-MiB"] <= 128)},
 		)
