@@ -41,7 +41,7 @@ var tenantResources = []string{"configmaps", "services", "deployments", "events"
 // every tenant applied. Processes run as deployed (GOMEMLIMIT 256Mi).
 func BenchmarkTenants(b *testing.B) {
 	const tenants, objects = 50, 100
-	window := pick(20*time.Second, 60*time.Second)
+	window := pick(15*time.Second, 30*time.Second)
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Nodes: 1})
 	s := newSyncSetup(b, cluster)
 	ctx := b.Context()
