@@ -94,7 +94,11 @@ func seedRegistry(t testing.TB, dir string, repos, tagsPer int) {
 //     go-containerregistry remote.List of the same N repositories, 8 at a
 //     time, page size 1,000, in the same iteration. N is 100 and 1,000
 //     (100 and 300 unless BENCH_SCALE=full). Reported: seconds of each,
-//     their ratio, and the pass's peak RSS;
+//     their ratio, the pass's peak RSS, and the same pass without the
+//     request budget (--registry-rps 0): every repository of 1,000 tags
+//     is two requests (a full page makes distribution send a Link to a
+//     next, empty, one), so 1,000 repositories are 2,000 requests, 8 s at
+//     the default budget of 200 a second;
 //   - tag-to-commit: a running automator with one policy per repository
 //     (1,000 with BENCH_SCALE=full); a tag pushed to one of them (its
 //     manifest PUT answered) until the bump commit is on the branch,
@@ -157,8 +161,8 @@ func BenchmarkAutomatorScale(b *testing.B) {
 				wg.Wait()
 				return time.Since(start)
 			}
-			pass := func() (time.Duration, float64) {
-				cmd := exec.CommandContext(ctx, programs["automator"], args(fleet, workdir, "--once", "--log-level", "error")...)
+			pass := func(extra ...string) (time.Duration, float64) {
+				cmd := exec.CommandContext(ctx, programs["automator"], args(fleet, workdir, append([]string{"--once", "--log-level", "error"}, extra...)...)...)
 				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "GOMEMLIMIT=" + deployedMemLimit}
 				el, rss, out := runMeasured(b, cmd)
 				if len(out) != 0 {
@@ -178,6 +182,11 @@ func BenchmarkAutomatorScale(b *testing.B) {
 				fig.add("automator-s", el.Seconds())
 				fig.add("automator/floor", el.Seconds()/fl.Seconds())
 				fig.add("peak-RSS-MiB", rss)
+				// The same pass without the request budget (the floor has
+				// none): what the budget costs.
+				el, _ = pass("--registry-rps", "0")
+				fig.add("unbudgeted-s", el.Seconds())
+				fig.add("unbudgeted/floor", el.Seconds()/fl.Seconds())
 			}
 			fig.report(b)
 		})

@@ -15,6 +15,7 @@ var (
 	blue   = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
 	orange = color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
 	grey   = color.RGBA{R: 0x88, G: 0x88, B: 0x88, A: 0xff}
+	green  = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 )
 
 // plotCurves draws the growth curves, two rows of three panels: the
@@ -69,7 +70,7 @@ func plotCurves(path string, sync, auto []point) error {
 	noop := panel("synchronizer: no-op pass", objs, "seconds")
 	rss := panel("synchronizer: peak memory", objs, "MiB")
 	ratio := panel("synchronizer: cold / floor", objs, "ratio")
-	apass := panel("automator: one pass", repos, "seconds")
+	apass := panel("automator: one pass (budget 200/s)", repos, "seconds")
 	arss := panel("automator: peak RSS", repos, "MiB")
 	for _, err := range []error{
 		line(cold, "synchronizer, from process start", xs(sync, func(p point) float64 { return p.cold }), blue),
@@ -80,6 +81,7 @@ func plotCurves(path string, sync, auto []point) error {
 		line(ratio, "cold / floor", xs(sync, func(p point) float64 { return p.r }), blue),
 		line(apass, "automator run --once", xs(auto, func(p point) float64 { return p.cold }), blue),
 		line(apass, "floor: remote.List, 8 at a time", xs(auto, func(p point) float64 { return p.floor }), orange),
+		line(apass, "without the request budget", xs(auto, func(p point) float64 { return p.unbudgeted }), green),
 		line(arss, "peak RSS", xs(auto, func(p point) float64 { return p.rss }), blue),
 	} {
 		if err != nil {
