@@ -98,6 +98,11 @@ func plotCurves(path string, sync, auto []point) error {
 	dc := draw.New(c)
 	tiles := draw.Tiles{Rows: 2, Cols: 3, PadX: vg.Centimeter, PadY: vg.Centimeter, PadTop: vg.Millimeter * 3, PadBottom: vg.Millimeter * 3, PadLeft: vg.Millimeter * 3, PadRight: vg.Millimeter * 3}
 	plots := [][]*plot.Plot{{cold, noop, rss}, {ratio, apass, arss}}
+	for _, row := range plots {
+		for _, p := range row {
+			p.Y.Max *= 1.4 // room for the legend above the curves
+		}
+	}
 	canvases := plot.Align(plots, tiles, dc)
 	for i := range plots {
 		for j := range plots[i] {
