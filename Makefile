@@ -124,13 +124,13 @@ BENCH_TIME  ?= 3x
 BENCH_SCALE ?=
 bench: tools ## run every benchmark and print one table of the scale cases against their floors, the growth curves and docs/scale.svg (BENCH_SCALE=full: the issue's sizes)
 	@mkdir -p $(BIN)/bench
-	@for m in $(MODULES); do \
+	@failed=; for m in $(MODULES); do \
 	  echo "go test -bench '$(BENCH)' in $$m: output in bin/bench/$$m.txt"; \
 	  (cd $$m && BENCH_SCALE=$(BENCH_SCALE) $(GO_ALONE) go test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCH_TIME) -benchmem -timeout 180m ./...) \
-	    > $(BIN)/bench/$$m.txt 2>&1 || { tail -60 $(BIN)/bench/$$m.txt; exit 1; }; \
-	done
-	@echo
-	@cd e2e && $(GO_ALONE) go run ./cmd/benchreport --svg $(ROOT)/docs/scale.svg $(addprefix $(BIN)/bench/,$(addsuffix .txt,$(MODULES)))
+	    > $(BIN)/bench/$$m.txt 2>&1 || { tail -60 $(BIN)/bench/$$m.txt; failed="$$failed $$m"; }; \
+	done; echo; \
+	cd e2e && $(GO_ALONE) go run ./cmd/benchreport --svg $(ROOT)/docs/scale.svg $(addprefix $(BIN)/bench/,$(addsuffix .txt,$(MODULES))); \
+	if [ -n "$$failed" ]; then echo "benchmarks failed in:$$failed"; exit 1; fi
 
 ## ---- images and release
 
