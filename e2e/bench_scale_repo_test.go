@@ -184,7 +184,7 @@ func BenchmarkBigRepository(b *testing.B) {
 
 		// What a fetch of the tip alone costs: --allow-rewind without a
 		// keyring fetches depth 1 (a fresh checkout, its own status).
-		el, rss, out = sync("--allow-rewind", "--checkout-dir", filepath.Join(tmp, "shallow-checkout"), "--name", ns+"-shallow", "--default-namespace", ns+"-shallow")
+		el, rss, _ = sync("--allow-rewind", "--checkout-dir", filepath.Join(tmp, "shallow-checkout"), "--name", ns+"-shallow", "--default-namespace", ns+"-shallow")
 		fig.add("sync-shallow-s", el.Seconds())
 		fig.add("sync-shallow-RSS-MiB", rss)
 

@@ -194,23 +194,3 @@ func httpGetJSON(url string, v any) (int, error) {
 	defer resp.Body.Close()
 	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(v)
 }
-
-// metricLines returns every line of the metrics at url that starts with
-// name (one per label set).
-func metricLines(t testing.TB, url, name string) []string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), name) {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
-}
