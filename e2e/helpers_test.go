@@ -45,10 +45,17 @@ func (p *proc) Output() string {
 // when the test ends.
 func start(t testing.TB, program string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, program, args...)
+}
+
+// startEnv is start with more environment variables (GOMEMLIMIT, as the
+// manifests set it).
+func startEnv(t testing.TB, env []string, program string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: program, done: make(chan struct{})}
 	p.cmd = exec.Command(programs[program], args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", program, err)

@@ -5,10 +5,14 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -29,7 +33,22 @@ type Client struct {
 	pageSize int
 	tr       *politeTransport
 	insecure map[string]bool
+
+	mu         sync.Mutex
+	handshakes map[handshakeKey]http.RoundTripper
 }
+
+// handshakeKey names a handshake: the registry, the scheme it was asked
+// over and the credentials (their hash: the key is never printed, but
+// need not hold them either).
+type handshakeKey struct {
+	registry string
+	auth     [sha256.Size]byte
+}
+
+// maxHandshakes bounds the cache; it starts over beyond (credentials that
+// rotate, such as ECR's 12-hour tokens, leave old entries behind).
+const maxHandshakes = 256
 
 // Option configures a Client.
 type Option func(*Client)
@@ -81,7 +100,7 @@ func New(opts ...Option) *Client {
 	c := &Client{pageSize: MaxPageSize, tr: &politeTransport{
 		next: http.DefaultTransport, rps: 200, burst: 400, attempts: 5, backoff: 500 * time.Millisecond,
 		maxWait: time.Minute, limiters: map[string]*rate.Limiter{},
-	}, insecure: map[string]bool{}}
+	}, insecure: map[string]bool{}, handshakes: map[handshakeKey]http.RoundTripper{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -95,7 +114,7 @@ func (c *Client) options(ctx context.Context, reg name.Registry, auth authn.Auth
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(auth),
-		remote.WithTransport(&guard{next: c.tr, insecure: c.insecure, registry: reg.RegistryStr()}),
+		remote.WithTransport(c.base(reg)),
 		remote.WithPageSize(c.pageSize),
 		// Our transport retries, with Retry-After; go-containerregistry's
 		// own retries would multiply the attempts.
@@ -103,6 +122,77 @@ func (c *Client) options(ctx context.Context, reg name.Registry, auth authn.Auth
 		remote.WithRetryStatusCodes(),
 		remote.WithUserAgent("driftless-automator"),
 	}
+}
+
+// base is what every request to reg goes through: the guard, the budget
+// and the retries.
+func (c *Client) base(reg name.Registry) http.RoundTripper {
+	return &guard{next: c.tr, insecure: c.insecure, registry: reg.RegistryStr()}
+}
+
+// call runs fn with the options for reg and auth. go-containerregistry
+// starts every call with a handshake (GET /v2/, twice over plain HTTP:
+// https is tried too), which took two or three of every three requests a
+// pass made, and so most of its request budget: 1,000 repositories ran
+// 5× the listing floor. Where the registry answers that handshake without
+// a challenge or with a Basic one (ECR, distribution, Harbor), what it
+// yields is the same for every repository, so it is made once per
+// registry and credentials and reused (a transport.Wrapper, which
+// go-containerregistry takes as done). A registry that asks for Bearer
+// tokens scopes each to repositories, and keeps a handshake per call. A
+// failed call forgets the handshake, so a registry that changed is asked
+// again.
+func (c *Client) call(ctx context.Context, reg name.Registry, auth authn.Authenticator, fn func([]remote.Option) error) error {
+	if auth == nil {
+		auth = authn.Anonymous
+	}
+	opts := c.options(ctx, reg, auth)
+	key, t := c.handshake(ctx, reg, auth)
+	if t == nil {
+		return fn(opts)
+	}
+	err := fn(append(opts, remote.WithTransport(t)))
+	if err != nil {
+		c.mu.Lock()
+		delete(c.handshakes, key)
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// handshake returns the reusable transport for reg and auth, made now if
+// need be, or nil where there is none (a Bearer registry, or a handshake
+// that failed: the call then makes its own and reports why).
+func (c *Client) handshake(ctx context.Context, reg name.Registry, auth authn.Authenticator) (handshakeKey, http.RoundTripper) {
+	cfg, err := auth.Authorization()
+	if err != nil {
+		return handshakeKey{}, nil
+	}
+	b, _ := json.Marshal(cfg)
+	key := handshakeKey{registry: reg.Scheme() + "://" + reg.RegistryStr(), auth: sha256.Sum256(b)}
+	c.mu.Lock()
+	t, done := c.handshakes[key]
+	c.mu.Unlock()
+	if done {
+		return key, t
+	}
+	base := transport.NewUserAgent(c.base(reg), "driftless-automator")
+	ch, err := transport.Ping(ctx, reg, base)
+	if err != nil {
+		return key, nil
+	}
+	if !strings.EqualFold(ch.Scheme, "bearer") {
+		if t, err = transport.NewWithContext(ctx, reg, auth, base, nil); err != nil {
+			return key, nil
+		}
+	}
+	c.mu.Lock()
+	if len(c.handshakes) >= maxHandshakes {
+		clear(c.handshakes)
+	}
+	c.handshakes[key] = t
+	c.mu.Unlock()
+	return key, t
 }
 
 // scheme parses repo again as insecure when the administrator listed its
@@ -121,7 +211,11 @@ func (c *Client) scheme(repo name.Repository) name.Repository {
 // Tags lists every tag of repo, following pagination.
 func (c *Client) Tags(ctx context.Context, repo name.Repository, auth authn.Authenticator) ([]string, error) {
 	repo = c.scheme(repo)
-	tags, err := remote.List(repo, c.options(ctx, repo.Registry, auth)...)
+	var tags []string
+	err := c.call(ctx, repo.Registry, auth, func(opts []remote.Option) (err error) {
+		tags, err = remote.List(repo, opts...)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list tags of %s: %w", repo, Classify(err))
 	}
@@ -131,11 +225,18 @@ func (c *Client) Tags(ctx context.Context, repo name.Repository, auth authn.Auth
 // Digest resolves repo:tag to its manifest digest with a HEAD request.
 func (c *Client) Digest(ctx context.Context, repo name.Repository, tag string, auth authn.Authenticator) (string, error) {
 	repo = c.scheme(repo)
-	desc, err := remote.Head(repo.Tag(tag), c.options(ctx, repo.Registry, auth)...)
+	var digest string
+	err := c.call(ctx, repo.Registry, auth, func(opts []remote.Option) error {
+		desc, err := remote.Head(repo.Tag(tag), opts...)
+		if err == nil {
+			digest = desc.Digest.String()
+		}
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("resolve digest of %s:%s: %w", repo, tag, Classify(err))
 	}
-	return desc.Digest.String(), nil
+	return digest, nil
 }
 
 // Reasons a registry call failed, for metrics and for deciding what a

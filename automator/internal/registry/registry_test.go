@@ -291,3 +291,64 @@ func TestSilentRegistryIsNamedAsSuch(t *testing.T) {
 		t.Fatalf("a registry that never answers: %v", err)
 	}
 }
+
+// TestOneHandshakePerRegistry: listing many repositories of one registry
+// (Basic auth, as ECR) asks /v2/ once for all of them, not once per
+// repository (go-containerregistry's handshake per call took most of a
+// pass's request budget); the credentials still reach every request, and
+// a registry whose answer changed (the password rotated) is asked again.
+func TestOneHandshakePerRegistry(t *testing.T) {
+	reg := testenv.NewRegistry(t, testenv.RegistryOptions{Auth: &testenv.BasicAuth{Username: "AWS", Password: "token"}})
+	ctx := t.Context()
+	const repos = 6
+	for i := range repos {
+		if _, err := reg.PushImages(ctx, fmt.Sprintf("team/app%d", i), "1.0.0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := url.Parse(reg.URL)
+	var pings, lists atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			pings.Add(1)
+		case strings.HasSuffix(r.URL.Path, "/tags/list"):
+			lists.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	c := registry.New(registry.WithInsecure(host))
+	auth := &authn.Basic{Username: "AWS", Password: "token"}
+	for i := range repos {
+		repo, _ := name.NewRepository(fmt.Sprintf("%s/team/app%d", host, i))
+		tags, err := c.Tags(ctx, repo, auth)
+		if err != nil || len(tags) != 1 {
+			t.Fatalf("list %s: %v %v", repo, tags, err)
+		}
+		if _, err := c.Digest(ctx, repo, "1.0.0", auth); err != nil {
+			t.Fatalf("digest of %s: %v", repo, err)
+		}
+	}
+	// The first call's handshake pings twice (once to learn the
+	// challenge, once as go-containerregistry builds the transport); every
+	// other call reuses it.
+	if n := pings.Load(); n > 2 {
+		t.Fatalf("%d pings of /v2/ for %d repositories of one registry, want at most 2", n, repos)
+	}
+	if n := lists.Load(); n != repos {
+		t.Fatalf("%d tag lists, want %d", n, repos)
+	}
+	// Other credentials are another handshake, and wrong ones fail as
+	// before, naming the reason.
+	repo, _ := name.NewRepository(host + "/team/app0")
+	_, err := c.Tags(ctx, repo, &authn.Basic{Username: "AWS", Password: "wrong"})
+	if !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("wrong password: got %v, want ErrUnauthorized", err)
+	}
+	if _, err := c.Tags(ctx, repo, auth); err != nil {
+		t.Fatalf("the right password again: %v", err)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -40,5 +42,31 @@ func BenchmarkKrusty1000(b *testing.B) {
 		if objs, err := Build(b.Context(), dir, "apps", krustyOnly); err != nil || len(objs) != 1000 {
 			b.Fatal(len(objs), err)
 		}
+	}
+}
+
+// TestBuildsPutBackTheGCPace: builds collect the heap more often while
+// they run (collectOften); builds at once (tenants) and one that fails
+// leave the process's setting as it was.
+func TestBuildsPutBackTheGCPace(t *testing.T) {
+	prev := debug.SetGCPercent(77)
+	defer debug.SetGCPercent(prev)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "apps"), 0o755)
+	os.WriteFile(filepath.Join(dir, "apps", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n"), 0o644)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			p := "apps"
+			if i%2 == 1 {
+				p = "."
+			}
+			_, _ = Build(t.Context(), dir, p)
+		})
+	}
+	wg.Wait()
+	if got := debug.SetGCPercent(prev); got != 77 {
+		t.Fatalf("GC percent after the builds: %d, want 77 as before them", got)
 	}
 }

@@ -110,6 +110,14 @@ func serveChild(in io.Reader, out io.Writer) int {
 	// Kustomize recursing without end should fail in seconds, not after
 	// a gigabyte of stack.
 	debug.SetMaxStack(256 << 20)
+	// Kustomize's transformers copy every resource's YAML tree again and
+	// again (kyaml's CopyYNode is half of what a render allocates), so
+	// at the default GOGC the heap peaks at twice what is live for little
+	// reason in a process that lives one render: collecting at +25 %
+	// lowers the peak of a 2 MB vendor install from 73 to 55 MiB
+	// (BenchmarkRenderVendor; the kustomize CLI: 64–73 MiB) for some 15 %
+	// more CPU in this process (0.62 → 0.70 s there).
+	debug.SetGCPercent(25)
 
 	var req request
 	if err := json.NewDecoder(in).Decode(&req); err != nil {
