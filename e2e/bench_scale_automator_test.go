@@ -144,22 +144,11 @@ func BenchmarkAutomatorScale(b *testing.B) {
 			seed(fleet, n, "<9.0.0")
 			workdir := filepath.Join(b.TempDir(), "clone")
 			floor := func() time.Duration {
-				start := time.Now()
-				sem := make(chan struct{}, 8)
-				var wg sync.WaitGroup
+				repoNames := make([]string, n)
 				for i := range n {
-					wg.Go(func() {
-						sem <- struct{}{}
-						defer func() { <-sem }()
-						r, _ := name.NewRepository(fmt.Sprintf("%s/team/app%04d", reg.Host, i), name.Insecure)
-						tags, err := remote.List(r, append(reg.RemoteOptions(ctx), remote.WithPageSize(1000))...)
-						if err != nil || len(tags) != tagsPer {
-							b.Errorf("floor list %s: %d tags, %v", r, len(tags), err)
-						}
-					})
+					repoNames[i] = fmt.Sprintf("team/app%04d", i)
 				}
-				wg.Wait()
-				return time.Since(start)
+				return listFloor(b, reg, repoNames, tagsPer)
 			}
 			pass := func(extra ...string) (time.Duration, float64) {
 				cmd := exec.CommandContext(ctx, programs["automator"], args(fleet, workdir, append([]string{"--once", "--log-level", "error"}, extra...)...)...)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,6 +161,14 @@ func smapsRollup(pid int, field string) float64 {
 // resources named (every verb, every code): what clients asked of them,
 // counted by the server.
 func apiRequests(t testing.TB, cs kubernetes.Interface, resources ...string) int {
+	return requestsCounted(t, cs, func(l string) bool {
+		return slices.ContainsFunc(resources, func(r string) bool { return strings.Contains(l, `resource="`+r+`"`) })
+	})
+}
+
+// requestsCounted sums the API server's apiserver_request_total over the
+// series keep accepts (given the whole line of a series).
+func requestsCounted(t testing.TB, cs kubernetes.Interface, keep func(series string) bool) int {
 	t.Helper()
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
@@ -170,16 +179,10 @@ func apiRequests(t testing.TB, cs kubernetes.Interface, resources ...string) int
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !strings.HasPrefix(l, "apiserver_request_total{") {
-			continue
-		}
-		for _, r := range resources {
-			if strings.Contains(l, `resource="`+r+`"`) {
-				f := strings.Fields(l)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				n += int(v)
-				break
-			}
+		if strings.HasPrefix(l, "apiserver_request_total{") && keep(l) {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
 		}
 	}
 	return n

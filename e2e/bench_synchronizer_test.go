@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -85,34 +84,16 @@ func floorApply(t testing.TB, dyn dynamic.Interface, objs []*unstructured.Unstru
 // mutating sums the API server's count of writes to the benchmark's
 // resources (not their status, not Events or Leases).
 func mutating(t testing.TB, cs kubernetes.Interface) int {
-	t.Helper()
-	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	sc := bufio.NewScanner(strings.NewReader(string(raw)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, "apiserver_request_total{") || !strings.Contains(l, `subresource=""`) {
-			continue
+	return requestsCounted(t, cs, func(l string) bool {
+		if !strings.Contains(l, `subresource=""`) {
+			return false
 		}
-		res := false
-		for _, r := range []string{`resource="configmaps"`, `resource="services"`, `resource="deployments"`} {
-			res = res || strings.Contains(l, r)
+		has := func(subs ...string) bool {
+			return slices.ContainsFunc(subs, func(s string) bool { return strings.Contains(l, s) })
 		}
-		mut := false
-		for _, v := range []string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="APPLY"`, `verb="DELETE"`} {
-			mut = mut || strings.Contains(l, v)
-		}
-		if res && mut {
-			f := strings.Fields(l)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += int(v)
-		}
-	}
-	return n
+		return has(`resource="configmaps"`, `resource="services"`, `resource="deployments"`) &&
+			has(`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="APPLY"`, `verb="DELETE"`)
+	})
 }
 
 func passCount(t testing.TB, listen string) (int, float64) {

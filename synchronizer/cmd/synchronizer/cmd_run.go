@@ -67,6 +67,12 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if src.checkoutDir == "" {
+				// A clone in the temp dir is this process's scratch: a
+				// synchronizer run by hand or by a test would otherwise
+				// leave a whole clone behind each time.
+				defer os.RemoveAll(scfg.Dir)
+			}
 			rc.Path = src.path
 			if err := rf.validate(); err != nil {
 				return err

@@ -105,3 +105,36 @@ func TestDiffAgreesWithThePass(t *testing.T) {
 		t.Fatalf("an ordinary outcome printed as an error:\n%s", out)
 	}
 }
+
+// TestDefaultCheckoutIsRemovedAtExit: without --checkout-dir the clone is
+// the process's scratch under the temp dir, and it goes when the process
+// ends (each run by hand or by a test left a whole clone behind).
+func TestDefaultCheckoutIsRemovedAtExit(t *testing.T) {
+	ctx := t.Context()
+	ns := cluster.Namespace(t)
+	src := t.TempDir()
+	writeFiles(t, src, map[string]string{"k/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app, namespace: " + ns + "}\ndata: {v: \"1\"}\n"})
+	git := testenv.NewGitServer(t, testenv.GitServerOptions{})
+	if _, err := git.Seed(ctx, "fleet", "main", src, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cluster.Config)
+	cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "driftless-system"}}, metav1.CreateOptions{})
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	var out bytes.Buffer
+	args := []string{"run", "--once", "--repo-url", git.RepoURL("fleet"), "--path", "k", "--kubeconfig", cluster.Kubeconfig, "--name", "scratch-" + ns}
+	if err := run(ctx, args, noEnv, &out, &out); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, out.String())
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "app", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the pass did not apply: %v\n%s", err, out.String())
+	}
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("left in the temp dir after exit: %s", e.Name())
+	}
+}

@@ -167,6 +167,7 @@ func runTenants(ctx context.Context, file string, cl clusterFlags, rc reconcile.
 	}
 	if checkoutBase == "" {
 		checkoutBase = filepath.Join(os.TempDir(), fmt.Sprintf("driftless-tenants-%d", os.Getpid()))
+		defer os.RemoveAll(checkoutBase) // scratch, as a single synchronizer's
 	}
 	reg := serve.NewRegistry()
 	auth := webauth.New(dyn)
