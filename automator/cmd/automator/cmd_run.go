@@ -68,6 +68,7 @@ func runCommand() *cobra.Command {
 			}
 			// Git away at start is a failed pass, retried, not an exit.
 			c.cloneLater = true
+			c.gatesTimeout = passTimeout
 			b, err := c.build(ctx)
 			if err != nil {
 				l.Close()

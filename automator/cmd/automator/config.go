@@ -56,6 +56,9 @@ type passConfig struct {
 	// cloneLater: a clone that fails at start is the first pass's error
 	// (run), not the program's (plan, --once).
 	cloneLater bool
+	// gatesTimeout bounds each evaluation of the gates (run's
+	// --pass-timeout); 0 for promote's default.
+	gatesTimeout time.Duration
 }
 
 func (c *passConfig) flags(fs *pflag.FlagSet) {
@@ -267,7 +270,7 @@ func (c *passConfig) build(ctx context.Context, regOpts ...registry.Option) (*bu
 	b.gates, err = promote.New(promote.Config{
 		Branch: c.branch, PolicyPath: c.policyPath, Notes: c.notes, Targets: c.promotionTargets, MinSoak: c.promotionMinSoak,
 		Revert: promote.Scope(c.revert), Author: cfg.Author, SignKey: cfg.SignKey, Keyring: cfg.Keyring, VerifyAnchor: cfg.VerifyAnchor,
-		RecordKeyring: recordKeyring,
+		RecordKeyring: recordKeyring, PassTimeout: c.gatesTimeout,
 	}, mirror, log.Named("gates"))
 	if err != nil {
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -73,10 +72,16 @@ type Config struct {
 	Attempts int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// PassTimeout bounds each pass of Run, as the automator's passes are
+	// bounded: a Git server that accepts a connection and never answers
+	// would otherwise hold the Runner for good, and with it every
+	// automator pass that reads the reverted bumps. Default 10m.
+	PassTimeout time.Duration
 }
 
 // Runner evaluates the gates and the revert rule against a mirror of the
-// repository. Its methods are safe for concurrent use: they take turns.
+// repository. Its methods are safe for concurrent use: they take turns,
+// and one waiting for its turn gives up when its context ends.
 type Runner struct {
 	cfg     Config
 	mirror  *gitrepo.Mirror
@@ -84,7 +89,7 @@ type Runner struct {
 	log     *zap.Logger
 	trigger chan struct{}
 
-	mu       sync.Mutex
+	turn     chan struct{}            // held by the method running: a mutex a context can give up on
 	branches []plumbing.ReferenceName // fetched with the followed branch
 	records  *records.Log
 	logTip   plumbing.Hash // the notes commit records was read at
@@ -115,9 +120,24 @@ func New(cfg Config, mirror *gitrepo.Mirror, log *zap.Logger) (*Runner, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PassTimeout <= 0 {
+		cfg.PassTimeout = 10 * time.Minute
+	}
 	return &Runner{cfg: cfg, mirror: mirror, notes: mirror.Notes(cfg.Notes), log: log,
-		trigger: make(chan struct{}, 1), last: map[string]string{}}, nil
+		trigger: make(chan struct{}, 1), turn: make(chan struct{}, 1), last: map[string]string{}}, nil
 }
+
+// take waits for the Runner's turn until ctx ends; release gives it back.
+func (r *Runner) take(ctx context.Context) error {
+	select {
+	case r.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the promotion gates' pass in flight: %w", ctx.Err())
+	}
+}
+
+func (r *Runner) release() { <-r.turn }
 
 // State of a gate after a pass.
 type State string
@@ -231,7 +251,9 @@ func (r *Runner) Trigger() {
 // clusters arrive without a trigger).
 func (r *Runner) Run(ctx context.Context, interval time.Duration, observe func(Result, error)) {
 	for {
-		res, err := r.Pass(ctx, false)
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PassTimeout)
+		res, err := r.Pass(pctx, false)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
@@ -263,8 +285,10 @@ func (r *Runner) Run(ctx context.Context, interval time.Duration, observe func(R
 // a record could not be written). It waits for a pass in progress, so a
 // revert and its record are seen together.
 func (r *Runner) Skipped(ctx context.Context) (map[string]string, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	if err := r.take(ctx); err != nil {
+		return nil, err
+	}
+	defer r.release()
 	branch := gitrepo.BranchRef(r.cfg.Branch)
 	tips, err := r.mirror.Fetch(ctx, branch, r.notes.Ref())
 	if err != nil {
@@ -341,9 +365,11 @@ func (r *Runner) readLog() (*records.Log, error) {
 // Promotion names, applies the revert rule to the head and evaluates each
 // gate, pushing what passes. A dry run (plan) pushes and records nothing.
 func (r *Runner) Pass(ctx context.Context, dryRun bool) (Result, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var res Result
+	if err := r.take(ctx); err != nil {
+		return res, err
+	}
+	defer r.release()
 	branch := gitrepo.BranchRef(r.cfg.Branch)
 	refs := append([]plumbing.ReferenceName{branch, r.notes.Ref()}, r.branches...)
 	tips, err := r.mirror.Fetch(ctx, refs...)
