@@ -169,23 +169,35 @@ func apiRequests(t testing.TB, cs kubernetes.Interface, resources ...string) int
 // requestsCounted sums the API server's apiserver_request_total over the
 // series keep accepts (given the whole line of a series).
 func requestsCounted(t testing.TB, cs kubernetes.Interface, keep func(series string) bool) int {
+	n := 0
+	for series, v := range requestSeries(t, cs) {
+		if keep(series) {
+			n += v
+		}
+	}
+	return n
+}
+
+// requestSeries reads the API server's apiserver_request_total: each
+// series (its labels) and its count.
+func requestSeries(t testing.TB, cs kubernetes.Interface) map[string]int {
 	t.Helper()
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	out := map[string]int{}
 	sc := bufio.NewScanner(strings.NewReader(string(raw)))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if strings.HasPrefix(l, "apiserver_request_total{") && keep(l) {
+		if strings.HasPrefix(l, "apiserver_request_total{") {
 			f := strings.Fields(l)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += int(v)
+			out[strings.Join(f[:len(f)-1], " ")] = int(v)
 		}
 	}
-	return n
+	return out
 }
 
 // httpGetJSON decodes the JSON url answers into v and returns the status.
