@@ -7,12 +7,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-
-	"driftless.dev/shared/testenv"
 )
 
 // BenchmarkSynchronizerScale is the synchronizer's growth curve: 1,000,
@@ -33,25 +28,9 @@ func BenchmarkSynchronizerScale(b *testing.B) {
 }
 
 func benchSynchronizerObjects(b *testing.B, n int) {
-	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Nodes: 1})
-	s := newSyncSetup(b, cluster)
+	a := newApplyBench(b)
+	cluster, s, dyn, cs, mkns := a.cluster, a.s, a.dyn, a.cs, a.namespaces(b)
 	ctx := b.Context()
-	cfg := *cluster.Config
-	cfg.QPS, cfg.Burst = 1000, 1000
-	dyn := dynamic.NewForConfigOrDie(&cfg)
-	cs := kubernetes.NewForConfigOrDie(&cfg)
-	mkns := func(names ...string) {
-		for _, ns := range names {
-			if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	mkns("warmup", "driftless-system")
-	s.seed(b, "fleet", map[string]string{"README": "one path per benchmark iteration\n"})
-	// A freshly started API server is slower for its first thousand
-	// writes; warm it up so the first measurement is not penalised.
-	floorApply(b, dyn, parseObjects(b, objectsN("warmup", 1000)))
 	timeout := 5*time.Minute + time.Duration(n)*30*time.Millisecond
 	fig := figures{}
 	for i := 0; b.Loop(); i++ {

@@ -168,23 +168,9 @@ func (f figures) report(b *testing.B) {
 // process with its own status. Figures are medians over the iterations.
 // BENCH_KUBECTL=0 leaves out kubectl.
 func BenchmarkSynchronizer1000(b *testing.B) {
-	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Nodes: 1})
-	s := newSyncSetup(b, cluster)
+	a := newApplyBench(b)
+	cluster, s, dyn, cs, mkns := a.cluster, a.s, a.dyn, a.cs, a.namespaces(b)
 	ctx := b.Context()
-	cfg := *cluster.Config
-	cfg.QPS, cfg.Burst = 1000, 1000
-	dyn := dynamic.NewForConfigOrDie(&cfg)
-	cs := kubernetes.NewForConfigOrDie(&cfg)
-	mkns := func(names ...string) {
-		for _, ns := range names {
-			cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		}
-	}
-	mkns("warmup", "driftless-system")
-	s.seed(b, "fleet", map[string]string{"README": "one path per benchmark iteration\n"})
-	// A freshly started API server is slower for its first thousand
-	// writes; warm it up so the first measurement is not penalised.
-	floorApply(b, dyn, parseObjects(b, objects1000("warmup")))
 	fig := figures{}
 	b.ResetTimer()
 	for i := range b.N {
@@ -315,4 +301,39 @@ func kubectlPath(t testing.TB) string {
 		t.Fatalf("kubectl not built (run make tools): %v", err)
 	}
 	return p
+}
+
+// applyBench is what the synchronizer's apply benchmarks stand on: a
+// cluster, Git with a "fleet" repository, clients that are not throttled
+// (the floor's), and an API server warmed up by a first thousand writes
+// (a fresh one is slower for those, which would penalise the first
+// measurement).
+type applyBench struct {
+	cluster *testenv.Cluster
+	s       *syncSetup
+	dyn     *dynamic.DynamicClient
+	cs      *kubernetes.Clientset
+}
+
+func newApplyBench(b *testing.B) *applyBench {
+	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Nodes: 1})
+	cfg := *cluster.Config
+	cfg.QPS, cfg.Burst = 1000, 1000
+	a := &applyBench{cluster: cluster, s: newSyncSetup(b, cluster), dyn: dynamic.NewForConfigOrDie(&cfg), cs: kubernetes.NewForConfigOrDie(&cfg)}
+	a.namespaces(b)("warmup", "driftless-system")
+	a.s.seed(b, "fleet", map[string]string{"README": "one path per benchmark iteration\n"})
+	floorApply(b, a.dyn, parseObjects(b, objects1000("warmup")))
+	return a
+}
+
+// namespaces returns a function that creates namespaces, failing b if
+// one cannot be.
+func (a *applyBench) namespaces(b *testing.B) func(names ...string) {
+	return func(names ...string) {
+		for _, ns := range names {
+			if _, err := a.cs.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }
