@@ -106,7 +106,10 @@ func TestAutomatorUIInABrowser(t *testing.T) {
 	if api := b.eval(`document.getElementById("policy-flux-system:api").querySelector(".chosen").textContent`); api != "2.1.0" {
 		t.Fatalf("the Flux policy chose %q", api)
 	}
+	// The commit is the pass's, which the page learns when the pass
+	// returns: after Git has it, so wait for it too.
 	head, _ := s.git.Head(ctx, "fleet", "bumps")
+	b.until("apps:web's last commit", "/ui/", `!!`+row+`.querySelector("td:nth-child(5) .mono")`)
 	if c := b.eval(row + `.querySelector("td:nth-child(5) .mono").title`); !strings.HasPrefix(c, head+" ") {
 		t.Fatalf("apps:web's last commit %q, want the head %s", c, head)
 	}
