@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"driftless.dev/shared/testenv"
 )
 
 // proc is a program under test, its output kept for assertions and shown
@@ -85,14 +86,15 @@ func (p *proc) stop() {
 	}
 }
 
+// freeAddr is a free loopback address for a program's --listen, outside
+// the ports outgoing connections take (see testenv.FreeAddr).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // waitHTTP waits until url answers 200.

@@ -218,14 +218,9 @@ func indent(s string) string {
 	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr is a free loopback address outside the ports outgoing
+// connections take (see testenv.FreeAddr).
+func freeAddr() (string, error) { return testenv.FreeAddr() }
 
 // seed writes the sample application: a base, dev and prod overlays, and
 // the registry policy the automator follows.

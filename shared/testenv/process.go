@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -183,10 +184,15 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePorts asks the kernel for n distinct free loopback ports. Another
-// process could take one before the component binds it; the component then
-// fails with "address already in use" and its error says so.
+// freePorts finds n distinct free loopback ports below the kernel's
+// ephemeral range. A port the kernel hands out for ":0" is one it also
+// hands out for the client side of outgoing connections, and a test
+// opens thousands: between this choice and the component's bind, one of
+// them could take the port ("address already in use": a flaky start
+// under load). Below the ephemeral range only another chooser could,
+// and the choice is random.
 func freePorts(n int) ([]int, error) {
+	lo, hi := 10000, ephemeralStart()
 	// Hold every listener until all ports are chosen, so none repeats.
 	ls := make([]net.Listener, 0, n)
 	defer func() {
@@ -195,15 +201,41 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("find a free port: none of 1000 tried between %d and %d was free", lo, hi)
+		}
+		port := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", hostPort(port))
 		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range
+// (32768 unless configured otherwise).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if lo, err := strconv.Atoi(f[0]); err == nil && lo > 11000 {
+			return lo
+		}
+	}
+	return 32768
+}
+
+// FreeAddr is a free loopback address (host:port) for a program a test
+// starts with --listen, chosen as freePorts chooses.
+func FreeAddr() (string, error) {
+	ps, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return hostPort(ps[0]), nil
 }
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -446,5 +447,35 @@ func TestSeedTagsAreServed(t *testing.T) {
 	desc, err := remote.Head(repo.Tag("1.1499.0"), reg.RemoteOptions(ctx)...)
 	if err != nil || desc.Digest != digests["base"] {
 		t.Fatalf("seeded tag resolves to %v (%v), want %s", desc, err, digests["base"])
+	}
+}
+
+// TestFreeAddrIsOutsideTheEphemeralRange: the port a test hands a program
+// for --listen is one no outgoing connection can take before the program
+// binds it, and it is free.
+func TestFreeAddrIsOutsideTheEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ephemeral, err := strconv.Atoi(strings.Fields(string(b))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		addr, err := testenv.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, p, _ := net.SplitHostPort(addr)
+		port, _ := strconv.Atoi(p)
+		if port < 10000 || port >= ephemeral {
+			t.Fatalf("FreeAddr gave %s: want a port in [10000, %d)", addr, ephemeral)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("FreeAddr gave %s, which is not free: %v", addr, err)
+		}
+		l.Close()
 	}
 }
