@@ -47,8 +47,8 @@ func BenchmarkPages1000(b *testing.B) {
 	if err != nil || len(res.Changes) != n {
 		b.Fatalf("the pass: %v, %d changes", err, len(res.Changes))
 	}
-	if a := f.post("/api/v1/plan", f.actor); a.code != http.StatusOK {
-		b.Fatalf("plan: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/plan", f.actor); a.Code != http.StatusOK {
+		b.Fatalf("plan: %d %s", a.Code, a.Body)
 	}
 	for _, p := range []string{"/ui/", "/api/v1/policies", "/ui/?q=app0042", "/ui/policies/apps:app0042", "/ui/fleet", "/api/v1/fleet", "/ui/history"} {
 		b.Run(strings.NewReplacer("/", "_", "?", "_", "=", "_", ":", "_").Replace(strings.TrimPrefix(p, "/")), func(b *testing.B) {

@@ -172,7 +172,7 @@ func TestFleetRecordsAndGates(t *testing.T) {
 			t.Fatalf("apps:web after the promotion: %+v", row)
 		}
 	}
-	page := f.get("/ui/fleet", f.viewer).body
+	page := f.get("/ui/fleet", f.viewer).Body
 	for _, want := range []string{`id="branch-prod"`, `id="gate-main-to-prod"`, "Promoted", `id="cluster-main-dev"`, `id="cluster-prod-prod"`, "healthy since 2026-11-26 09:00:01Z",
 		"by the gate loop", "policies/bad-gate.yaml:", "runs <span class=\"mono\" title=\"" + prod0 + "\">"} {
 		if !strings.Contains(page, want) {
@@ -193,16 +193,16 @@ func TestFleetWhenTheGatesCannotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := f.get("/api/v1/fleet", f.viewer)
-	if a.code != 200 {
-		t.Fatalf("fleet: %d %s", a.code, a.body)
+	if a.Code != 200 {
+		t.Fatalf("fleet: %d %s", a.Code, a.Body)
 	}
 	var fl web.Fleet
 	f.api("/api/v1/fleet", &fl)
 	if !strings.HasPrefix(fl.RecordsError, "the promotion gates could not be evaluated: ") || len(fl.Branches) != 1 || fl.Branches[0].Markers != 2 || fl.Branches[0].Evidence != nil {
 		t.Fatalf("fleet with gates that cannot read: %+v", fl)
 	}
-	page := f.get("/ui/fleet", f.viewer).body
-	for _, body := range []string{a.body, page} {
+	page := f.get("/ui/fleet", f.viewer).Body
+	for _, body := range []string{a.Body, page} {
 		if strings.Contains(body, wrong) || strings.Contains(body, gitPassword) {
 			t.Fatal("the fleet shows a Git password")
 		}

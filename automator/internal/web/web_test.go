@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,6 +33,7 @@ import (
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
 	"driftless.dev/shared/webauth"
+	"driftless.dev/shared/webui/webuitest"
 )
 
 var cluster *testenv.Cluster
@@ -274,60 +274,22 @@ func (f *fixture) until(what string, cond func() bool) {
 	}
 }
 
-type answer struct {
-	code   int
-	header http.Header
-	body   string
-}
+type answer = webuitest.Answer
 
-// get fetches path with token as a bearer header (API) or as the
-// session cookie (pages).
-func (f *fixture) get(path, token string) answer {
-	f.t.Helper()
-	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
-	f.authorize(req, path, token)
-	return f.do(req)
-}
+func (f *fixture) get(path, token string) answer { return webuitest.Get(f.t, f.srv.URL, path, token) }
 
-// post sends an action with the bearer token.
-func (f *fixture) post(path, token string) answer {
-	f.t.Helper()
-	req, _ := http.NewRequest("POST", f.srv.URL+path, nil)
-	f.authorize(req, path, token)
-	return f.do(req)
-}
+func (f *fixture) post(path, token string) answer { return webuitest.Post(f.t, f.srv.URL, path, token) }
 
-func (f *fixture) authorize(req *http.Request, path, token string) {
-	if token == "" {
-		return
-	}
-	if strings.HasPrefix(path, "/ui/") {
-		req.AddCookie(&http.Cookie{Name: webauth.CookieName, Value: token})
-	} else {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-}
-
-func (f *fixture) do(req *http.Request) answer {
-	f.t.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, string(b)}
-}
+func (f *fixture) do(req *http.Request) answer { return webuitest.Do(f.t, req) }
 
 func (f *fixture) api(path string, into any) {
 	f.t.Helper()
 	a := f.get(path, f.viewer)
-	if a.code != http.StatusOK {
-		f.t.Fatalf("GET %s: %d %s", path, a.code, a.body)
+	if a.Code != http.StatusOK {
+		f.t.Fatalf("GET %s: %d %s", path, a.Code, a.Body)
 	}
-	if err := json.Unmarshal([]byte(a.body), into); err != nil {
-		f.t.Fatalf("GET %s: %v: %s", path, err, a.body)
+	if err := json.Unmarshal([]byte(a.Body), into); err != nil {
+		f.t.Fatalf("GET %s: %v: %s", path, err, a.Body)
 	}
 }
 
@@ -397,7 +359,7 @@ func TestPoliciesFromTheLoopsPass(t *testing.T) {
 	// The page shows the same, with its filter.
 	page := f.get("/ui/", f.viewer)
 	for _, want := range []string{"1.1.0 ranks highest of 2 allowed tags", `href="/ui/policies/apps:web"`, "registry_not_found", "policies/broken.yaml:", "5 listed, 2 allowed", "flux-system:api"} {
-		if !strings.Contains(page.body, want) {
+		if !strings.Contains(page.Body, want) {
 			t.Errorf("/ui/ lacks %q", want)
 		}
 	}
@@ -417,8 +379,8 @@ func TestPoliciesFromTheLoopsPass(t *testing.T) {
 	if d.Key != "apps:web" || d.Scan == nil || d.Scan.Chosen != "1.1.0" {
 		t.Fatalf("detail: %+v", d)
 	}
-	if a := f.get("/api/v1/policies/apps:nope", f.viewer); a.code != http.StatusNotFound || !strings.Contains(a.body, `apps:nope`) {
-		t.Fatalf("unknown policy: %d %s", a.code, a.body)
+	if a := f.get("/api/v1/policies/apps:nope", f.viewer); a.Code != http.StatusNotFound || !strings.Contains(a.Body, `apps:nope`) {
+		t.Fatalf("unknown policy: %d %s", a.Code, a.Body)
 	}
 	var h web.History
 	f.api("/api/v1/history", &h)
@@ -439,14 +401,14 @@ func TestPlanNow(t *testing.T) {
 	}
 	head := f.head("main")
 	// Who may plan: update on the Lease.
-	if a := f.post("/api/v1/plan", ""); a.code != http.StatusUnauthorized {
-		t.Fatalf("anonymous plan: %d", a.code)
+	if a := f.post("/api/v1/plan", ""); a.Code != http.StatusUnauthorized {
+		t.Fatalf("anonymous plan: %d", a.Code)
 	}
-	if a := f.post("/api/v1/plan", f.viewer); a.code != http.StatusForbidden {
-		t.Fatalf("viewer's plan: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/plan", f.viewer); a.Code != http.StatusForbidden {
+		t.Fatalf("viewer's plan: %d %s", a.Code, a.Body)
 	}
-	if a := f.post("/api/v1/plan?policy=apps:nope", f.actor); a.code != http.StatusNotFound || !strings.Contains(a.body, "apps:nope") {
-		t.Fatalf("plan of an unknown policy: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/plan?policy=apps:nope", f.actor); a.Code != http.StatusNotFound || !strings.Contains(a.Body, "apps:nope") {
+		t.Fatalf("plan of an unknown policy: %d %s", a.Code, a.Body)
 	}
 	var h web.History
 	f.api("/api/v1/history", &h)
@@ -455,11 +417,11 @@ func TestPlanNow(t *testing.T) {
 	}
 
 	a := f.post("/api/v1/plan", f.actor)
-	if a.code != http.StatusOK {
-		t.Fatalf("plan: %d %s", a.code, a.body)
+	if a.Code != http.StatusOK {
+		t.Fatalf("plan: %d %s", a.Code, a.Body)
 	}
 	var ans web.PlanAnswer
-	if err := json.Unmarshal([]byte(a.body), &ans); err != nil {
+	if err := json.Unmarshal([]byte(a.Body), &ans); err != nil {
 		t.Fatal(err)
 	}
 	if ans.Plan.Result != "planned" || ans.Plan.Scanned != 3 || len(ans.Plan.Changes) != 1 || ans.Plan.Changes[0].New != f.reg.Host+"/team/web:1.3.0" ||
@@ -498,13 +460,13 @@ func TestPlanNow(t *testing.T) {
 		}
 	}
 	// The page lists them; the loop's scan is still there beside the plan.
-	page := f.get("/ui/policies/apps:web", f.viewer).body
+	page := f.get("/ui/policies/apps:web", f.viewer).Body
 	for _, want := range []string{`outside range &#34;^1.0.0&#34;`, "not a semantic version", "Last pass", "1.1.0 ranks highest of 2 allowed tags", "1.3.0 ranks highest of 3 allowed tags"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("/ui/policies/apps:web lacks %q", want)
 		}
 	}
-	if hist := f.get("/ui/history", f.viewer).body; !strings.Contains(hist, "team/web:1.3.0") || !strings.Contains(hist, `id="diff"`) {
+	if hist := f.get("/ui/history", f.viewer).Body; !strings.Contains(hist, "team/web:1.3.0") || !strings.Contains(hist, `id="diff"`) {
 		t.Error("/ui/history lacks the plan's diff")
 	}
 
@@ -512,10 +474,10 @@ func TestPlanNow(t *testing.T) {
 	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/plan", strings.NewReader(url.Values{"next": {"/ui/"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: webauth.CookieName, Value: f.actor})
-	if a := f.do(req); a.code != http.StatusForbidden || !strings.Contains(a.body, "CSRF") {
-		t.Fatalf("a form post without the CSRF token: %d", a.code)
+	if a := f.do(req); a.Code != http.StatusForbidden || !strings.Contains(a.Body, "CSRF") {
+		t.Fatalf("a form post without the CSRF token: %d", a.Code)
 	}
-	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(f.get("/ui/policies/apps:web", f.actor).body)
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(f.get("/ui/policies/apps:web", f.actor).Body)
 	if csrf == nil {
 		t.Fatal("no CSRF token in the page")
 	}
@@ -523,8 +485,8 @@ func TestPlanNow(t *testing.T) {
 	req, _ = http.NewRequest("POST", f.srv.URL+"/api/v1/plan", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: webauth.CookieName, Value: f.actor})
-	if a := f.do(req); a.code != http.StatusSeeOther || a.header.Get("Location") != "/ui/policies/apps:web" {
-		t.Fatalf("plan this policy from the page: %d %s", a.code, a.header.Get("Location"))
+	if a := f.do(req); a.Code != http.StatusSeeOther || a.Header.Get("Location") != "/ui/policies/apps:web" {
+		t.Fatalf("plan this policy from the page: %d %s", a.Code, a.Header.Get("Location"))
 	}
 	f.api("/api/v1/history", &h)
 	if len(h.Passes) != 3 || !h.Passes[0].Plan || !slices.Equal(h.Passes[0].Only, []string{"apps:web"}) || h.Passes[0].Scanned != 1 {
@@ -551,13 +513,13 @@ func TestPlanOfABrokenRepository(t *testing.T) {
 	}
 	var ans web.PlanAnswer
 	a := f.post("/api/v1/plan", f.actor)
-	if err := json.Unmarshal([]byte(a.body), &ans); err != nil || a.code != http.StatusOK {
-		t.Fatalf("plan: %d %s", a.code, a.body)
+	if err := json.Unmarshal([]byte(a.Body), &ans); err != nil || a.Code != http.StatusOK {
+		t.Fatalf("plan: %d %s", a.Code, a.Body)
 	}
 	if ans.Plan.Result != "failed" || !strings.Contains(ans.Plan.Error, "apps/web/bad.yaml:1") || !strings.Contains(ans.Message, "apps/web/bad.yaml:1") {
 		t.Fatalf("plan of a broken marker: %+v", ans)
 	}
-	if page := f.get("/ui/", f.viewer).body; !strings.Contains(page, "apps/web/bad.yaml:1") {
+	if page := f.get("/ui/", f.viewer).Body; !strings.Contains(page, "apps/web/bad.yaml:1") {
 		t.Fatal("/ui/ does not say why the plan failed")
 	}
 }
@@ -571,27 +533,27 @@ func TestAccess(t *testing.T) {
 	for _, p := range paths {
 		anon := f.get(p, "")
 		if strings.HasPrefix(p, "/ui/") {
-			if anon.code != http.StatusSeeOther || !strings.HasPrefix(anon.header.Get("Location"), "/ui/login?next=") {
-				t.Errorf("anonymous %s: %d %s", p, anon.code, anon.header.Get("Location"))
+			if anon.Code != http.StatusSeeOther || !strings.HasPrefix(anon.Header.Get("Location"), "/ui/login?next=") {
+				t.Errorf("anonymous %s: %d %s", p, anon.Code, anon.Header.Get("Location"))
 			}
-		} else if anon.code != http.StatusUnauthorized {
-			t.Errorf("anonymous %s: %d", p, anon.code)
+		} else if anon.Code != http.StatusUnauthorized {
+			t.Errorf("anonymous %s: %d", p, anon.Code)
 		}
-		if a := f.get(p, f.stranger); a.code != http.StatusForbidden {
-			t.Errorf("stranger %s: %d", p, a.code)
-		} else if strings.HasPrefix(p, "/ui/") && !strings.Contains(a.body, "leases") {
+		if a := f.get(p, f.stranger); a.Code != http.StatusForbidden {
+			t.Errorf("stranger %s: %d", p, a.Code)
+		} else if strings.HasPrefix(p, "/ui/") && !strings.Contains(a.Body, "leases") {
 			t.Errorf("stranger's 403 page does not say what RBAC must allow")
 		}
 		for _, tok := range []string{f.viewer, f.actor} {
 			a := f.get(p, tok)
-			if a.code != http.StatusOK {
-				t.Errorf("%s: %d %s", p, a.code, a.body)
+			if a.Code != http.StatusOK {
+				t.Errorf("%s: %d %s", p, a.Code, a.Body)
 			}
-			if a.header.Get("Content-Security-Policy") == "" || a.header.Get("Cache-Control") != "no-store" {
-				t.Errorf("%s: headers %v", p, a.header)
+			if a.Header.Get("Content-Security-Policy") == "" || a.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("%s: headers %v", p, a.Header)
 			}
 			for _, secret := range []string{gitPassword, f.viewer, f.actor} {
-				if strings.Contains(a.body, secret) {
+				if strings.Contains(a.Body, secret) {
 					t.Errorf("%s shows the Git password or a token", p)
 				}
 			}
@@ -687,7 +649,7 @@ func TestFleetFromGit(t *testing.T) {
 	if api := rows["flux-system:api"]; !slices.Equal(api.Branches[1].Versions, []string{"2.1.0"}) {
 		t.Fatalf("flux-system:api by branch: %+v", api)
 	}
-	page := f.get("/ui/fleet", f.viewer).body
+	page := f.get("/ui/fleet", f.viewer).Body
 	for _, want := range []string{`id="branch-bumps"`, "push: bumps are pushed here", "differs", "1.1.0", "soaking", "promoted from main"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("/ui/fleet lacks %q", want)
@@ -710,11 +672,11 @@ func TestStandbyPlans(t *testing.T) {
 	if p.Leader || p.Passes != 0 || p.Total != 0 {
 		t.Fatalf("standby before any plan: %+v", p)
 	}
-	if page := f.get("/ui/", f.viewer).body; !strings.Contains(page, "standby") || !strings.Contains(page, "No policy known yet") {
+	if page := f.get("/ui/", f.viewer).Body; !strings.Contains(page, "standby") || !strings.Contains(page, "No policy known yet") {
 		t.Fatalf("the standby's page:\n%s", page)
 	}
-	if a := f.post("/api/v1/plan", f.actor); a.code != http.StatusOK {
-		t.Fatalf("standby plan: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/plan", f.actor); a.Code != http.StatusOK {
+		t.Fatalf("standby plan: %d %s", a.Code, a.Body)
 	}
 	f.api("/api/v1/policies", &p)
 	if w := find(p.Policies, "apps:web"); p.Total != 3 || p.Passes != 0 || p.LastPass != nil || w == nil || w.Plan == nil || w.Scan != nil || w.Plan.Chosen != "1.1.0" {

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,6 +30,7 @@ import (
 	"driftless.dev/shared/gitrepo"
 	"driftless.dev/shared/testenv"
 	"driftless.dev/shared/webauth"
+	"driftless.dev/shared/webui/webuitest"
 	"driftless.dev/synchronizer/internal/apply"
 	"driftless.dev/synchronizer/internal/build"
 	"driftless.dev/synchronizer/internal/inventory"
@@ -168,60 +168,22 @@ func (f *fixture) until(what string, cond func() bool) {
 	}
 }
 
-type answer struct {
-	code   int
-	header http.Header
-	body   string
-}
+type answer = webuitest.Answer
 
-// get fetches path with token as a bearer header (API) or as the
-// session cookie (pages, whose path starts with /ui/).
-func (f *fixture) get(path, token string) answer {
-	f.t.Helper()
-	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
-	f.authorize(req, path, token)
-	return f.do(req)
-}
+func (f *fixture) get(path, token string) answer { return webuitest.Get(f.t, f.srv.URL, path, token) }
 
-// post sends an action with the bearer token.
-func (f *fixture) post(path, token string) answer {
-	f.t.Helper()
-	req, _ := http.NewRequest("POST", f.srv.URL+path, nil)
-	f.authorize(req, path, token)
-	return f.do(req)
-}
+func (f *fixture) post(path, token string) answer { return webuitest.Post(f.t, f.srv.URL, path, token) }
 
-func (f *fixture) authorize(req *http.Request, path, token string) {
-	if token == "" {
-		return
-	}
-	if strings.HasPrefix(path, "/ui/") {
-		req.AddCookie(&http.Cookie{Name: webauth.CookieName, Value: token})
-	} else {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-}
-
-func (f *fixture) do(req *http.Request) answer {
-	f.t.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, string(b)}
-}
+func (f *fixture) do(req *http.Request) answer { return webuitest.Do(f.t, req) }
 
 func (f *fixture) api(path string, into any) {
 	f.t.Helper()
 	a := f.get(path, f.viewer)
-	if a.code != http.StatusOK {
-		f.t.Fatalf("GET %s: %d %s", path, a.code, a.body)
+	if a.Code != http.StatusOK {
+		f.t.Fatalf("GET %s: %d %s", path, a.Code, a.Body)
 	}
-	if err := json.Unmarshal([]byte(a.body), into); err != nil {
-		f.t.Fatalf("GET %s: %v: %s", path, err, a.body)
+	if err := json.Unmarshal([]byte(a.Body), into); err != nil {
+		f.t.Fatalf("GET %s: %v: %s", path, err, a.Body)
 	}
 }
 
@@ -290,7 +252,7 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 	page := f.get("/ui/", f.viewer)
 	for _, want := range []string{`id="phase">Ready<`, ov.Applied.Subject, ov.Applied.Author, ov.Status.LastAppliedRevision, `href="/ui/objects?health=Current">3<`,
 		"apply " + fmt.Sprintf("%.0f ms", float64(ov.LastPass.Took.Apply)/float64(time.Millisecond)), `id="sync"`, `id="suspend"`} {
-		if !strings.Contains(page.body, want) {
+		if !strings.Contains(page.Body, want) {
 			t.Errorf("overview page lacks %q", want)
 		}
 	}
@@ -321,7 +283,7 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 	}
 	page = f.get("/ui/objects", f.viewer)
 	for _, want := range append(pods, "Namespace "+f.ns, "Deployment.apps", "settings", "creds", `<span class="badge Current">Current</span>`) {
-		if !strings.Contains(page.body, want) {
+		if !strings.Contains(page.Body, want) {
 			t.Errorf("objects page lacks %q", want)
 		}
 	}
@@ -334,11 +296,11 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 	if objs.Shown != 0 || objs.Total != 3 {
 		t.Fatalf("health filter: %+v", objs)
 	}
-	if a := f.get("/api/v1/objects?health=Fine", f.viewer); a.code != http.StatusBadRequest || !strings.Contains(a.body, `health \"Fine\"`) {
-		t.Fatalf("bad health filter: %d %s", a.code, a.body)
+	if a := f.get("/api/v1/objects?health=Fine", f.viewer); a.Code != http.StatusBadRequest || !strings.Contains(a.Body, `health \"Fine\"`) {
+		t.Fatalf("bad health filter: %d %s", a.Code, a.Body)
 	}
-	if p := f.get("/ui/objects?q=sett", f.viewer); strings.Contains(p.body, ">creds<") || !strings.Contains(p.body, ">settings<") {
-		t.Fatalf("filtered page shows what the API filtered out: %s", p.body)
+	if p := f.get("/ui/objects?q=sett", f.viewer); strings.Contains(p.Body, ">creds<") || !strings.Contains(p.Body, ">settings<") {
+		t.Fatalf("filtered page shows what the API filtered out: %s", p.Body)
 	}
 
 	var hist web.History
@@ -349,7 +311,7 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 	}
 	page = f.get("/ui/history", f.viewer)
 	for _, want := range []string{hist.Log[0].Hash[:12], "seed the app", `<span class="badge applied">applied</span>`} {
-		if !strings.Contains(page.body, want) {
+		if !strings.Contains(page.Body, want) {
 			t.Errorf("history page lacks %q", want)
 		}
 	}
@@ -363,18 +325,18 @@ func TestDriftDiffAndSyncNow(t *testing.T) {
 	f.run()
 	var ov web.Overview
 	// Viewing does not grant acting.
-	if a := f.post("/api/v1/suspend", f.viewer); a.code != http.StatusForbidden {
-		t.Fatalf("viewer suspending: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/suspend", f.viewer); a.Code != http.StatusForbidden {
+		t.Fatalf("viewer suspending: %d %s", a.Code, a.Body)
 	}
-	if a := f.post("/api/v1/suspend", f.actor); a.code != http.StatusOK || !strings.Contains(a.body, `"suspend"`) {
-		t.Fatalf("suspend: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/suspend", f.actor); a.Code != http.StatusOK || !strings.Contains(a.Body, `"suspend"`) {
+		t.Fatalf("suspend: %d %s", a.Code, a.Body)
 	}
 	f.api("/api/v1/overview", &ov)
 	if !ov.Suspended {
 		t.Fatalf("suspended annotation not shown: %+v", ov)
 	}
-	if a := f.post("/api/v1/sync", f.actor); a.code != http.StatusOK {
-		t.Fatalf("sync: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/sync", f.actor); a.Code != http.StatusOK {
+		t.Fatalf("sync: %d %s", a.Code, a.Body)
 	}
 	f.until("the pass to see the suspension", func() bool {
 		f.api("/api/v1/overview", &ov)
@@ -408,9 +370,9 @@ func TestDriftDiffAndSyncNow(t *testing.T) {
 		t.Fatalf("side by side: %+v", d.Objects[0])
 	}
 	page := f.get("/ui/diff?kind=ConfigMap&namespace="+f.ns+"&name=settings", f.viewer)
-	if !strings.Contains(page.body, `<tr class="change">`) || !strings.Contains(page.body, `<td class="l">  mode: edited-live</td>`) ||
-		!strings.Contains(page.body, `<td class="r">  mode: from-git</td>`) {
-		t.Fatalf("diff page: %s", page.body)
+	if !strings.Contains(page.Body, `<tr class="change">`) || !strings.Contains(page.Body, `<td class="l">  mode: edited-live</td>`) ||
+		!strings.Contains(page.Body, `<td class="r">  mode: from-git</td>`) {
+		t.Fatalf("diff page: %s", page.Body)
 	}
 	d = web.Diff{}
 	f.api("/api/v1/diff", &d)
@@ -426,15 +388,15 @@ func TestDriftDiffAndSyncNow(t *testing.T) {
 	f.noSecretServed()
 
 	// Resume changes nothing by itself; sync now heals.
-	if a := f.post("/api/v1/resume", f.actor); a.code != http.StatusOK {
-		t.Fatalf("resume: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/resume", f.actor); a.Code != http.StatusOK {
+		t.Fatalf("resume: %d %s", a.Code, a.Body)
 	}
 	f.api("/api/v1/overview", &ov)
 	if ov.Suspended || ov.Drifted != 2 {
 		t.Fatalf("after resume: %+v", ov)
 	}
-	if a := f.post("/api/v1/sync", f.actor); a.code != http.StatusOK {
-		t.Fatalf("sync: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/sync", f.actor); a.Code != http.StatusOK {
+		t.Fatalf("sync: %d %s", a.Code, a.Body)
 	}
 	f.until("sync now to heal the drift", func() bool {
 		f.api("/api/v1/overview", &ov)
@@ -446,8 +408,8 @@ func TestDriftDiffAndSyncNow(t *testing.T) {
 	if len(d.Objects) != 0 {
 		t.Fatalf("diff after healing: %+v", d)
 	}
-	if p := f.get("/ui/diff?kind=ConfigMap&namespace="+f.ns+"&name=settings", f.viewer); !strings.Contains(p.body, `id="no-diff"`) {
-		t.Fatalf("diff page after healing: %s", p.body)
+	if p := f.get("/ui/diff?kind=ConfigMap&namespace="+f.ns+"&name=settings", f.viewer); !strings.Contains(p.Body, `id="no-diff"`) {
+		t.Fatalf("diff page after healing: %s", p.Body)
 	}
 }
 
@@ -465,11 +427,11 @@ func (f *fixture) noSecretServed() {
 		for _, tok := range []string{f.viewer, f.actor, f.stranger, ""} {
 			a := f.get(p, tok)
 			for _, l := range leaks {
-				if strings.Contains(a.body, l) {
+				if strings.Contains(a.Body, l) {
 					f.t.Errorf("GET %s served a Secret value", p)
 				}
 			}
-			if tok != "" && strings.Contains(a.body, tok) {
+			if tok != "" && strings.Contains(a.Body, tok) {
 				f.t.Errorf("GET %s served the caller's token", p)
 			}
 		}
@@ -489,8 +451,8 @@ func TestDiffShowsWhatAPruneWouldRemove(t *testing.T) {
 	f := newFixture(t, files, 1)
 	f.run()
 	f.commit(map[string]string{"app/kustomization.yaml": "resources: [a.yaml]\n", "app/b.yaml": "", "app/c.yaml": ""}, "drop b and c")
-	if a := f.post("/api/v1/sync", f.actor); a.code != http.StatusOK {
-		t.Fatalf("sync: %d %s", a.code, a.body)
+	if a := f.post("/api/v1/sync", f.actor); a.Code != http.StatusOK {
+		t.Fatalf("sync: %d %s", a.Code, a.Body)
 	}
 	var ov web.Overview
 	f.until("the prune limit", func() bool {
@@ -509,8 +471,8 @@ func TestDiffShowsWhatAPruneWouldRemove(t *testing.T) {
 		t.Fatalf("prune preview: %+v", d)
 	}
 	page := f.get("/ui/diff", f.viewer)
-	if !regexp.MustCompile(`<span class="badge pruned">pruned</span> <span class="mono">ConfigMap [^<]*/b</span>`).MatchString(page.body) || !strings.Contains(page.body, `id="refused"`) {
-		t.Fatalf("diff page: %s", page.body)
+	if !regexp.MustCompile(`<span class="badge pruned">pruned</span> <span class="mono">ConfigMap [^<]*/b</span>`).MatchString(page.Body) || !strings.Contains(page.Body, `id="refused"`) {
+		t.Fatalf("diff page: %s", page.Body)
 	}
 	var hist web.History
 	f.api("/api/v1/history", &hist)
@@ -528,27 +490,27 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 	pages := []string{"/ui/", "/ui/objects", "/ui/diff", "/ui/history"}
 	apis := []string{"/api/v1/overview", "/api/v1/objects", "/api/v1/diff", "/api/v1/history"}
 	for _, p := range pages {
-		if a := f.get(p, ""); a.code != http.StatusSeeOther || !strings.HasPrefix(a.header.Get("Location"), "/ui/login?next=") {
-			t.Errorf("anonymous %s: %d %v", p, a.code, a.header.Get("Location"))
+		if a := f.get(p, ""); a.Code != http.StatusSeeOther || !strings.HasPrefix(a.Header.Get("Location"), "/ui/login?next=") {
+			t.Errorf("anonymous %s: %d %v", p, a.Code, a.Header.Get("Location"))
 		}
-		if a := f.get(p, f.stranger); a.code != http.StatusForbidden || !strings.Contains(a.body, "stranger") {
-			t.Errorf("stranger %s: %d", p, a.code)
+		if a := f.get(p, f.stranger); a.Code != http.StatusForbidden || !strings.Contains(a.Body, "stranger") {
+			t.Errorf("stranger %s: %d", p, a.Code)
 		}
-		if a := f.get(p, "not-a-token"); a.code != http.StatusSeeOther {
-			t.Errorf("unknown token %s: %d", p, a.code)
+		if a := f.get(p, "not-a-token"); a.Code != http.StatusSeeOther {
+			t.Errorf("unknown token %s: %d", p, a.Code)
 		}
 	}
 	for _, p := range apis {
 		for tok, code := range map[string]int{"": 401, "not-a-token": 401, f.stranger: 403, f.viewer: 200} {
-			if a := f.get(p, tok); a.code != code || a.header.Get("Cache-Control") != "no-store" {
-				t.Errorf("GET %s: %d (want %d) %s", p, a.code, code, a.body)
+			if a := f.get(p, tok); a.Code != code || a.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("GET %s: %d (want %d) %s", p, a.Code, code, a.Body)
 			}
 		}
 	}
 	for _, p := range []string{"/api/v1/sync", "/api/v1/suspend", "/api/v1/resume"} {
 		for tok, code := range map[string]int{"": 401, f.stranger: 403, f.viewer: 403} {
-			if a := f.post(p, tok); a.code != code {
-				t.Errorf("POST %s: %d (want %d)", p, a.code, code)
+			if a := f.post(p, tok); a.Code != code {
+				t.Errorf("POST %s: %d (want %d)", p, a.Code, code)
 			}
 		}
 	}
@@ -557,14 +519,14 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 	if st.Suspended {
 		t.Fatal("a refused action suspended the synchronizer")
 	}
-	if a := f.get("/api/v1/diff?kind=ConfigMap&namespace="+f.ns+"&name=nothing", f.viewer); a.code != http.StatusNotFound {
-		t.Errorf("diff of an unknown object: %d %s", a.code, a.body)
+	if a := f.get("/api/v1/diff?kind=ConfigMap&namespace="+f.ns+"&name=nothing", f.viewer); a.Code != http.StatusNotFound {
+		t.Errorf("diff of an unknown object: %d %s", a.Code, a.Body)
 	}
-	if a := f.get("/api/v1/diff?kind=ConfigMap", f.viewer); a.code != http.StatusBadRequest {
-		t.Errorf("diff without a name: %d %s", a.code, a.body)
+	if a := f.get("/api/v1/diff?kind=ConfigMap", f.viewer); a.Code != http.StatusBadRequest {
+		t.Errorf("diff without a name: %d %s", a.Code, a.Body)
 	}
 	u, _ := url.Parse(f.srv.URL)
-	if a := f.get("/ui", ""); a.code != http.StatusMovedPermanently || a.header.Get("Location") != "/ui/" {
-		t.Errorf("/ui on %s: %d", u.Host, a.code)
+	if a := f.get("/ui", ""); a.Code != http.StatusMovedPermanently || a.Header.Get("Location") != "/ui/" {
+		t.Errorf("/ui on %s: %d", u.Host, a.Code)
 	}
 }
