@@ -174,8 +174,6 @@ func (f *fixture) get(path, token string) answer { return webuitest.Get(f.t, f.s
 
 func (f *fixture) post(path, token string) answer { return webuitest.Post(f.t, f.srv.URL, path, token) }
 
-func (f *fixture) do(req *http.Request) answer { return webuitest.Do(f.t, req) }
-
 func (f *fixture) api(path string, into any) {
 	f.t.Helper()
 	a := f.get(path, f.viewer)
