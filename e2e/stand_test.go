@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -517,12 +516,9 @@ func (s *stand) invariants(ctx context.Context) error {
 		}
 	}
 	for _, name := range []string{automatorProc, synchronizerProc} {
-		filepath.WalkDir(s.cloneDir(name), func(p string, d fs.DirEntry, err error) error {
-			if err == nil && (strings.HasPrefix(d.Name(), "tmp_") || strings.HasSuffix(d.Name(), ".lock") || strings.Contains(d.Name(), "driftless-tmp-")) {
-				errs = append(errs, fmt.Errorf("%s left %s", name, p))
-			}
-			return nil
-		})
+		for _, p := range testenv.Leftovers(s.cloneDir(name)) {
+			errs = append(errs, fmt.Errorf("%s left %s", name, p))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,7 +1,6 @@
 package gitrepo_test
 
 import (
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,29 +94,11 @@ func TestWarmCloneRecoversFromAKill(t *testing.T) {
 					t.Fatalf("commit %s lost from main:\n%s", c, log)
 				}
 			}
-			if left := leftovers(t, dir); len(left) > 0 {
+			if left := testenv.Leftovers(dir); len(left) > 0 {
 				t.Fatalf("left behind: %v", left)
 			}
 		})
 	}
-}
-
-// leftovers lists temporary and lock files under dir.
-func leftovers(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		name := d.Name()
-		if strings.HasSuffix(name, ".lock") || strings.HasPrefix(name, "tmp_") || strings.HasPrefix(name, "._packed-refs") ||
-			strings.Contains(name, ".driftless-tmp-") {
-			out = append(out, p)
-		}
-		return nil
-	})
-	return out
 }
 
 // TestCloneLaterWhileTheRemoteIsDown: with CloneLater, Open succeeds while

@@ -451,3 +451,22 @@ func (c *Cluster) StartAPIProxy() (*FaultProxy, error) {
 	return StartFaultProxy(c.Config.Host, FaultProxyOptions{Transport: tr,
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}})
 }
+
+// Leftovers lists the temporary and lock files under dir that git, go-git
+// or Driftless write beside a file they replace: after a program's work
+// (or its recovery from a kill) there must be none.
+func Leftovers(dir string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		name := d.Name()
+		if strings.HasSuffix(name, ".lock") || strings.HasPrefix(name, "tmp_") || strings.HasPrefix(name, "._packed-refs") ||
+			strings.Contains(name, "driftless-tmp-") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}

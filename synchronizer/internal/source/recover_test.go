@@ -3,7 +3,6 @@ package source_test
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,28 +74,12 @@ func TestCheckoutRecoversFromAKill(t *testing.T) {
 						t.Fatalf("%s after recovery: %q, want %q", f, got, want)
 					}
 				}
-				if left := leftovers(cfg.Dir); len(left) > 0 {
+				if left := testenv.Leftovers(cfg.Dir); len(left) > 0 {
 					t.Fatalf("left behind: %v", left)
 				}
 			})
 		}
 	}
-}
-
-func leftovers(dir string) []string {
-	var out []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		name := d.Name()
-		if strings.HasSuffix(name, ".lock") || strings.HasPrefix(name, "tmp_") || strings.HasPrefix(name, "._packed-refs") ||
-			strings.Contains(name, ".driftless-tmp-") {
-			out = append(out, p)
-		}
-		return nil
-	})
-	return out
 }
 
 // Both fetch modes, reopened on an undamaged checkout, download nothing
