@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"driftless.dev/automator/internal/promote"
 	"driftless.dev/shared/gitrepo"
@@ -44,9 +45,14 @@ func TestSilentGitServerHoldsNothing(t *testing.T) {
 	passes := make(chan error, 16)
 	go r.Run(ctx, time.Hour, func(_ promote.Result, err error) { passes <- err })
 
-	// The Runner's pass is stuck on the silent server: a caller with a
-	// deadline gets its turn's error, not a wait without end.
-	time.Sleep(100 * time.Millisecond)
+	// The Runner's pass is stuck on the silent server (its request has
+	// reached the proxy): a caller with a deadline gets its turn's error,
+	// not a wait without end.
+	if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return p.Faulted() > 0, nil
+	}); err != nil {
+		t.Fatal("the gates' pass never reached the Git server")
+	}
 	sctx, scancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer scancel()
 	done := make(chan error, 1)
